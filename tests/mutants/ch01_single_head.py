@@ -1,0 +1,193 @@
+"""Known-wrong Chapter 1 implementations, written the way students get them wrong.
+
+Each mutant replaces one solution cell (by its grade_id) of one notebook. The tests
+check that (1) the visible check for that function fails with a message naming the
+mistake, and (2) grading a notebook carrying the mutant loses points.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    notebook: str      # notebook stem in solutions/ch01_single_head
+    cell: str          # grade_id of the solution cell it replaces
+    check: str         # Checks method whose visible cases should catch it
+    message: str       # a fragment the visible check's message must contain
+    source: str
+
+    @property
+    def function(self) -> str:
+        return self.cell
+
+
+SDPA_HEAD = "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+
+MUTANTS = [
+    Mutant("softmax_no_max_subtraction", "1_numpy", "softmax", "softmax", "Subtract the maximum", """
+def softmax(x, axis=-1):
+    exps = np.exp(x)
+    return exps / exps.sum(axis=axis, keepdims=True)
+"""),
+    Mutant("softmax_ignores_axis", "1_numpy", "softmax", "softmax", "another axis", """
+def softmax(x, axis=-1):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    exps = np.exp(shifted)
+    return exps / exps.sum(axis=-1, keepdims=True)
+"""),
+    Mutant("softmax_no_keepdims_axis0", "1_numpy", "softmax", "softmax", "another axis", """
+def softmax(x, axis=-1):
+    shifted = x - x.max(axis=0)
+    exps = np.exp(shifted)
+    return exps / exps.sum(axis=0)
+"""),
+    Mutant("softmax_promotes_float32", "1_numpy", "softmax", "softmax", "float64, but the inputs are float32", """
+def softmax(x, axis=-1):
+    x = x.astype(np.float64)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    exps = np.exp(shifted)
+    return exps / exps.sum(axis=axis, keepdims=True)
+"""),
+    Mutant("causal_mask_upper_triangle", "1_numpy", "causal_mask", "causal_mask", "upper triangle", """
+def causal_mask(T):
+    return np.triu(np.ones((T, T), dtype=bool))
+"""),
+    Mutant("causal_mask_no_diagonal", "1_numpy", "causal_mask", "causal_mask", "diagonal must be True", """
+def causal_mask(T):
+    return np.tril(np.ones((T, T), dtype=bool), k=-1)
+"""),
+    Mutant("causal_mask_float", "1_numpy", "causal_mask", "causal_mask", "return booleans", """
+def causal_mask(T):
+    return np.tril(np.ones((T, T)))
+"""),
+    Mutant("sdpa_no_scale", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "not divided by sqrt(d_k)", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_scale_by_d", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "divided by d_k instead of sqrt(d_k)", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / q.shape[-1]
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_mask_after_softmax", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "applied after the softmax", SDPA_HEAD + """
+    weights = softmax(q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        weights = weights * mask
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_mask_flipped", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "wrong way round", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        mask = ~mask
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_nan_on_fully_masked_row", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "gave NaN", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    with np.errstate(invalid="ignore"):
+        weights = softmax(scores)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_uniform_fully_masked_row", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "all masked got non-zero weights", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -1e9)
+    weights = softmax(scores)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_promotes_float32", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "float64, but the inputs are float32", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_k_dot_T", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "Hint: check the shapes", SDPA_HEAD + """
+    scores = q @ k.T / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("sdpa_softmax_over_queries", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "softmax over the wrong axis", SDPA_HEAD + """
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    weights = softmax(scores, axis=-2)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("single_head_transposed_weights", "1_numpy", "single_head_attention", "single_head_attention",
+           "Weights are (d_in, d_out)", """
+def single_head_attention(x, w_q, w_k, w_v, mask=None):
+    return scaled_dot_product_attention(x @ w_q.T, x @ w_k.T, x @ w_v.T, mask)
+"""),
+    Mutant("single_head_scale_d_model", "1_numpy", "single_head_attention", "single_head_attention",
+           "sqrt(d_model)", """
+def single_head_attention(x, w_q, w_k, w_v, mask=None):
+    q = x @ w_q * math.sqrt(w_q.shape[1]) / math.sqrt(x.shape[-1])
+    return scaled_dot_product_attention(q, x @ w_k, x @ w_v, mask)
+"""),
+    Mutant("single_head_values_unprojected", "1_numpy", "single_head_attention", "single_head_attention",
+           "has shape", """
+def single_head_attention(x, w_q, w_k, w_v, mask=None):
+    return scaled_dot_product_attention(x @ w_q, x @ w_k, x, mask)
+"""),
+    Mutant("torch_mask_flipped", "3_pytorch", "scaled_dot_product_attention", "scaled_dot_product_attention",
+           "wrong way round", SDPA_HEAD + """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+        scores = torch.where((~mask).any(dim=-1, keepdim=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = weights.masked_fill(mask, 0.0)
+    return weights @ v, weights
+"""),
+    Mutant("torch_numpy_detour", "3_pytorch", "scaled_dot_product_attention", "gradient",
+           "not connected", SDPA_HEAD + """
+    import numpy as np
+    qn, kn, vn = (t.detach().numpy() for t in (q, k, v))
+    scores = qn @ np.swapaxes(kn, -1, -2) / math.sqrt(qn.shape[-1])
+    if mask is not None:
+        m = mask.numpy()
+        scores = np.where(m, scores, -np.inf)
+        scores = np.where(m.any(axis=-1, keepdims=True), scores, 0.0)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = weights / weights.sum(axis=-1, keepdims=True)
+    if mask is not None:
+        weights = np.where(m, weights, 0.0)
+    return torch.from_numpy(weights @ vn), torch.from_numpy(weights)
+"""),
+]

@@ -359,6 +359,10 @@ class Checks:
         def loss(q_, k_, v_):
             return (_first(fn(q_, k_, v_, mask), "scaled_dot_product_attention") * probe).sum()
 
+        out = _first(fn(q, k, v, mask), "scaled_dot_product_attention")
+        if not out.requires_grad:
+            fail("the output is not connected to q, k and v (it has no grad_fn), so autograd can't "
+                 "differentiate it. Did you go through .numpy(), .item(), .detach() or torch.tensor(...)?")
         try:
             loss(q, k, v).backward()
         except RuntimeError as exc:

@@ -1,0 +1,71 @@
+"""The course's notebooks: solutions execute cleanly, and every notebook is
+committed clean (no outputs, stable unique cell ids, the right repository URL)."""
+import re
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from autograder.paths import ASSIGNMENTS, EXERCISES_DIR, GPU_NOTEBOOKS, NOTEBOOKS, REPO_ROOT, SOLUTIONS_DIR
+from conftest import NEEDS_GPU
+
+ALL_NOTEBOOKS = sorted(SOLUTIONS_DIR.glob("*/*.ipynb")) + sorted(EXERCISES_DIR.glob("*/*.ipynb"))
+
+
+def test_every_assignment_has_its_three_notebooks():
+    for assignment in ASSIGNMENTS:
+        for folder in (SOLUTIONS_DIR, EXERCISES_DIR):
+            assert sorted(p.stem for p in (folder / assignment).glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+def run_notebook(path):
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+def printed(nb) -> str:
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("notebook", [
+    pytest.param(n, marks=NEEDS_GPU) if n in GPU_NOTEBOOKS else n for n in NOTEBOOKS])
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_notebook_runs_and_passes_its_tests(assignment, notebook):
+    """Executing the whole solution notebook raises nowhere (nbclient stops at the
+    first error) and every check cell prints its tick."""
+    nb = run_notebook(SOLUTIONS_DIR / assignment / f"{notebook}.ipynb")
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert graded, "a solution notebook without graded cells"
+    assert printed(nb).count("\u2714") >= len(graded)
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+def test_committed_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a unique id"
+    assert all(re.fullmatch(r"[a-z0-9_-]+", i) for i in ids), "ids are names, not random strings"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"cell {cell.id} has outputs"
+    grade_ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(set(grade_ids)) == len(grade_ids)
+
+
+def test_release_keeps_the_solution_cell_ids():
+    for solution in sorted(SOLUTIONS_DIR.glob("*/*.ipynb")):
+        release = EXERCISES_DIR / solution.parent.name / solution.name
+        ids = lambda p: [c.id for c in nbformat.read(str(p), as_version=4).cells]
+        assert ids(release) == ids(solution)
+
+
+def test_setup_cells_install_from_the_repository_in_config():
+    url = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())["repository"]["url"]
+    for path in ALL_NOTEBOOKS:
+        setup = next(c for c in nbformat.read(str(path), as_version=4).cells if c.id == "setup")
+        assert f'COURSE_REPOSITORY = "{url}"' in setup.source, path

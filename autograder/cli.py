@@ -1,0 +1,205 @@
+"""Instructor command line: ``python -m autograder {release,references,grade,check}``.
+
+Exit status: 0 success, 1 something is stale or a step failed, 2 bad input
+(the message says what to do; no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .paths import ASSIGNMENTS, SOLUTIONS_DIR
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user; the message tells them what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description="Instructor tools of 'Multi-Head Attention, from scratch'.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    release = commands.add_parser(
+        "release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)")
+    release.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                         help=f"default: all ({', '.join(ASSIGNMENTS)})")
+
+    references = commands.add_parser(
+        "references", help="regenerate the reference outputs from the solutions")
+    references.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                            help="default: all")
+
+    grade = commands.add_parser(
+        "grade", help="autograde SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb",
+        description="Autograde every student separately; write grades.csv, feedback/ "
+                    "and logs/ into --out.")
+    grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS",
+                       help="folder with one folder per student")
+    grade.add_argument("--out", type=Path, default=Path("grading-out"),
+                       help="output folder (default: grading-out)")
+    grade.add_argument("--assignment", action="append", dest="assignments", metavar="A",
+                       help="grade only this assignment (repeatable; default: all found)")
+    grade.add_argument("--cell-timeout", type=_positive_int, default=60, metavar="S",
+                       help="seconds one cell may run (default: 60)")
+    grade.add_argument("--notebook-timeout", type=_positive_int, default=600, metavar="S",
+                       help="seconds one notebook may take in all (default: 600)")
+    grade.add_argument("--no-feedback", action="store_true",
+                       help="skip the per-student feedback HTML")
+
+    commands.add_parser("check", help="fail if exercises/ or the reference outputs are stale")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be at least 1 second")
+    return value
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"release": cmd_release, "references": cmd_references,
+               "grade": cmd_grade, "check": cmd_check}[args.command]
+    try:
+        return command(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_release(args) -> int:
+    from .release import ReleaseError, release
+    explicit = bool(args.assignments)
+    for assignment in _assignments(args.assignments):
+        if not _has_solutions(assignment):
+            if explicit:
+                raise UsageError(f"no notebooks in {SOLUTIONS_DIR / assignment}: "
+                                 "write the solution notebooks first.")
+            print(f"skipping {assignment}: no notebooks in {SOLUTIONS_DIR / assignment}")
+            continue
+        try:
+            files = release(assignment)
+        except ReleaseError as err:
+            raise UsageError(str(err)) from None
+        for path in files:
+            print(f"wrote {_display(path)}")
+    return EXIT_OK
+
+
+def cmd_references(args) -> int:
+    write_references = _import_references("write_references")
+    for assignment in _assignments(args.assignments):
+        for path in write_references(assignment):
+            print(f"wrote {_display(path)}")
+    return EXIT_OK
+
+
+def cmd_grade(args) -> int:
+    from .grading import GradingInputError, grade
+    if not args.submissions.exists():
+        raise UsageError(f"{args.submissions} does not exist. Give the folder with one folder "
+                         "per student: SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb "
+                         "(unzip an LMS export first).")
+    try:
+        grade(args.submissions, args.out, assignments=args.assignments,
+              cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
+              feedback=not args.no_feedback)
+    except GradingInputError as err:
+        raise UsageError(str(err)) from None
+    except RuntimeError as err:  # nbgrader could not even set up the course
+        print(f"grading stopped: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .release import ReleaseError, stale_release_files
+    stale: list[str] = []
+    for assignment in ASSIGNMENTS:
+        try:
+            stale += stale_release_files(assignment)
+        except ReleaseError as err:
+            print(f"cannot regenerate {assignment}: {err}", file=sys.stderr)
+            return EXIT_FAILED
+    stale_refs = _stale_references()
+    if stale_refs is None:
+        return EXIT_FAILED
+    if stale:
+        print("exercises/ is stale; run `python -m autograder release`:")
+        print("".join(f"  {path}\n" for path in stale), end="")
+    if stale_refs:
+        print("reference outputs are stale; run `python -m autograder references`:")
+        print("".join(f"  {path}\n" for path in stale_refs), end="")
+    if stale or stale_refs:
+        return EXIT_FAILED
+    print("exercises/ and reference outputs are up to date.")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _assignments(requested: Sequence[str]) -> list[str]:
+    """The requested assignments (default: all), refusing unknown names."""
+    if not requested:
+        return list(ASSIGNMENTS)
+    unknown = [a for a in requested if a not in ASSIGNMENTS and not _has_solutions(a)]
+    if unknown:
+        raise UsageError(f"unknown assignment {', '.join(unknown)}. "
+                         f"Known: {', '.join(ASSIGNMENTS)}.")
+    return list(requested)
+
+
+def _has_solutions(assignment: str) -> bool:
+    return any((SOLUTIONS_DIR / assignment).glob("*.ipynb"))
+
+
+def _import_references(name: str):
+    """``autograder.references.<name>``, imported only when a command needs it."""
+    try:
+        from . import references
+    except ImportError as err:
+        raise UsageError(f"cannot import autograder.references ({err}); "
+                         "is the checkout complete?") from None
+    return getattr(references, name)
+
+
+def _stale_references() -> Optional[list[str]]:
+    """Stale reference files, or None (after saying why) when they cannot be checked."""
+    try:
+        stale_references = _import_references("stale_references")
+    except (UsageError, AttributeError) as err:
+        print(f"cannot check reference outputs: {err}", file=sys.stderr)
+        return None
+    # Accept both forms, stale_references() and stale_references(assignment).
+    needs_assignment = any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in inspect.signature(stale_references).parameters.values())
+    if not needs_assignment:
+        return list(stale_references())
+    return [path for a in ASSIGNMENTS for path in stale_references(a)]
+
+
+def _display(path: Path) -> str:
+    from .paths import REPO_ROOT
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

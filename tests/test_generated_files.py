@@ -1,9 +1,11 @@
 """Generated files (release notebooks, reference outputs) match what one command
 produces from the solutions now, and the staleness checks do notice a change."""
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -67,3 +69,15 @@ def test_student_package_ships_reference_data_and_needs_only_numpy(tmp_path):
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     assert requires == ["Requires-Dist: numpy>=1.22"], requires
     assert not any(n.startswith(("solutions/", "tests/")) for n in names)
+
+
+def test_nbgrader_itself_releases_the_same_exercises(tmp_path):
+    """Instructors who know nbgrader can use it on the repository as it is."""
+    course = tmp_path / "course"
+    for name in ("solutions", "autograder"):
+        shutil.copytree(REPO_ROOT / name, course / name)
+    shutil.copy(REPO_ROOT / "nbgrader_config.py", course)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # nbgrader calls alembic
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "ch01_single_head", "--force"],
+                   cwd=course, env=env, check=True, capture_output=True)
+    assert stale_release_files("ch01_single_head", out_dir=course / "exercises") == []

@@ -4,6 +4,8 @@ names the likely mistake.
 
 A chapter module lists its cases and its diagnoses; this module runs them.
 """
+import textwrap
+
 import numpy as np
 
 from .tolerances import tolerance
@@ -20,7 +22,11 @@ class CheckFailure(AssertionError):
 
 
 def fail(message: str):
-    raise CheckFailure(message)
+    # Wrapped here because notebook error outputs and nbgrader's feedback pages
+    # show long lines unwrapped, with the diagnosis scrolled out of sight.
+    raise CheckFailure("\n".join(
+        textwrap.fill(line, width=100, break_long_words=False, break_on_hyphens=False)
+        for line in message.splitlines()))
 
 
 class Case:

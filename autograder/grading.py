@@ -36,6 +36,7 @@ from typing import Iterable, Optional, Sequence
 
 from .nbgrader_config import (DEFAULT_CELL_TIMEOUT, db_url, last_error, make_course,
                               run_nbgrader)
+from .backends import gpu_available as detect_gpu
 from .paths import GPU_NOTEBOOKS, SOLUTIONS_DIR
 
 COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds")
@@ -246,17 +247,6 @@ def _grade_id(cell) -> Optional[str]:
     return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
 
 
-def gpu_is_available() -> bool:
-    """True when CuPy can use a GPU here."""
-    try:
-        import cupy
-        return bool(cupy.is_available())
-    except ImportError:
-        return False
-    except Exception:  # a broken CUDA install is no usable GPU either
-        return False
-
-
 # --------------------------------------------------------------------------- course
 
 
@@ -465,7 +455,7 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None,
     for warning in warnings:
         say(f"warning: {warning}")
     if gpu_available is None:
-        gpu_available = gpu_is_available()
+        gpu_available = detect_gpu()
 
     course = out_dir / COURSE_DIRNAME
     _clear_previous_results(out_dir)

@@ -22,6 +22,17 @@ class Mutant:
 
 
 SDPA_HEAD = "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+# The correct rest of a NumPy attention after its scores line: mutants that get
+# only the scores wrong are SDPA_HEAD + one wrong line + this.
+CORRECT_MASKED_SOFTMAX = """\
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
+    weights = softmax(scores)
+    if mask is not None:
+        weights = np.where(mask, weights, 0.0)
+    return weights @ v, weights
+"""
 
 MUTANTS = [
     Mutant("softmax_no_max_subtraction", "1_numpy", "softmax", "softmax", "Subtract the maximum", """
@@ -63,25 +74,11 @@ def causal_mask(T):
     Mutant("sdpa_no_scale", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "not divided by sqrt(d_k)", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2)
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""),
+""" + CORRECT_MASKED_SOFTMAX),
     Mutant("sdpa_scale_by_d", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "divided by d_k instead of sqrt(d_k)", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2) / q.shape[-1]
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""),
+""" + CORRECT_MASKED_SOFTMAX),
     Mutant("sdpa_mask_after_softmax", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "applied after the softmax", SDPA_HEAD + """
     weights = softmax(q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]))
@@ -92,15 +89,8 @@ def causal_mask(T):
     Mutant("sdpa_mask_flipped", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "wrong way round", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        mask = ~mask
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""),
+    mask = None if mask is None else ~mask
+""" + CORRECT_MASKED_SOFTMAX),
     Mutant("sdpa_nan_on_fully_masked_row", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "gave NaN", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
@@ -121,25 +111,11 @@ def causal_mask(T):
     Mutant("sdpa_promotes_float32", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "float64, but the inputs are float32", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""),
+""" + CORRECT_MASKED_SOFTMAX),
     Mutant("sdpa_k_dot_T", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "Hint: check the shapes", SDPA_HEAD + """
     scores = q @ k.T / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""),
+""" + CORRECT_MASKED_SOFTMAX),
     Mutant("sdpa_softmax_over_queries", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
            "softmax over the wrong axis", SDPA_HEAD + """
     scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])

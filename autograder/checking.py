@@ -56,7 +56,7 @@ class Case:
         return f"{self.function}({', '.join(parts)})"
 
 
-def call_student(fn, case: Case, backend, positional: list):
+def call_student(fn, case: Case, positional: list):
     """Call the student's function; turn exceptions into a helpful failure."""
     name = case.function
     try:

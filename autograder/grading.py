@@ -38,6 +38,7 @@ from .nbgrader_config import (DEFAULT_CELL_TIMEOUT, db_url, last_error, make_cou
                               run_nbgrader)
 from .backends import gpu_available as detect_gpu
 from .paths import GPU_NOTEBOOKS, SOLUTIONS_DIR
+from .release import IGNORED
 
 COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds")
 GRADED, MISSING, NEEDS_GPU, FAILED = "graded", "missing", "needs GPU", "failed"
@@ -258,7 +259,7 @@ def prepare_course(course: Path, assignments: Sequence[str], solutions_dir: Path
     make_course(course, cell_timeout=cell_timeout)
     for assignment in assignments:
         shutil.copytree(Path(solutions_dir) / assignment, course / "source" / assignment,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+                        ignore=IGNORED)
         run = run_nbgrader(["generate_assignment", assignment, "--force"], course, timeout=600)
         if not run.ok:
             raise RuntimeError(f"nbgrader generate_assignment {assignment} failed: "

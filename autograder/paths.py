@@ -14,8 +14,3 @@ REFERENCES_DIR = PACKAGE_DIR / "references"  # reference outputs (generated)
 ASSIGNMENTS = ("ch01_single_head",)
 NOTEBOOKS = ("1_numpy", "2_cupy", "3_pytorch")
 GPU_NOTEBOOKS = ("2_cupy",)
-
-
-def in_checkout() -> bool:
-    """True when running from a git checkout (solutions/ present), not a pip install."""
-    return SOLUTIONS_DIR.is_dir()

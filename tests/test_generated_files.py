@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.paths import ASSIGNMENTS, REFERENCES_DIR, REPO_ROOT, SOLUTIONS_DIR
+from autograder.paths import ASSIGNMENTS, REPO_ROOT, SOLUTIONS_DIR
 from autograder.references import stale_references, write_references
 from autograder.release import stale_release_files
 

@@ -7,6 +7,7 @@ for the comparison. torch and CuPy are imported only when their track asks.
 import numpy as np
 
 TRACKS = ("numpy", "cupy", "torch")
+ARRAY_TYPE_NAMES = {"numpy": "numpy.ndarray", "cupy": "cupy.ndarray", "torch": "torch.Tensor"}
 
 
 def gpu_available() -> bool:
@@ -48,7 +49,7 @@ class Backend:
 
     @property
     def array_type_name(self) -> str:
-        return {"numpy": "numpy.ndarray", "cupy": "cupy.ndarray", "torch": "torch.Tensor"}[self.name]
+        return ARRAY_TYPE_NAMES[self.name]
 
     def asarray(self, a):
         """The track's array holding a copy of NumPy array `a` (so a student's in-place edit can't touch the case)."""

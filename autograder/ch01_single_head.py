@@ -17,9 +17,10 @@ import re
 
 import numpy as np
 
-from .backends import Backend
-from .checking import (as_outputs, call_student, check_dtype, check_shape, fail,
-                       is_close, matching_variant, report_pass, worst_mismatch)
+from .backends import ARRAY_TYPE_NAMES, TRACKS, Backend
+from .checking import (check_dtype, check_shape, collect_calls, describe_exception, fail,
+                       is_close, judge_exception, judge_records, matching_variant, outputs_of,
+                       pass_message, plain_result, worst_mismatch)
 from .references import load_cases
 
 ASSIGNMENT = "ch01_single_head"
@@ -229,12 +230,87 @@ def build_cases(sol) -> dict:
 # --------------------------------------------------------------------------
 
 class Checks:
-    """Chapter 1 checks for one track: "numpy", "cupy" or "torch"."""
+    """Chapter 1 checks for one track: "numpy", "cupy" or "torch".
+
+    Every check is ``collect`` (call the student's code, record plain data)
+    followed by ``judge`` (compare with the references); see ``checking``.
+    A notebook calls ``check.softmax(softmax)``, which does both; the grader
+    calls ``collect`` in the sandbox and ``judge`` in its own process.
+    """
 
     def __init__(self, track: str = "numpy", torch_device: str = "cpu"):
-        self.backend = Backend(track, torch_device)
+        if track not in TRACKS:
+            raise ValueError(f"unknown track {track!r}: use one of {TRACKS}")
+        self.track, self.torch_device = track, torch_device
+        self.device = "gpu" if track == "cupy" or torch_device.startswith("cuda") else "cpu"
+        self.array_type_name = ARRAY_TYPE_NAMES[track]
+        self._backend = None
 
-    # -- helpers -----------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        # Created on first use: judging needs no array library, so a grader
+        # without a GPU can judge what a CuPy notebook returned.
+        if self._backend is None:
+            self._backend = Backend(self.track, self.torch_device)
+        return self._backend
+
+    # -- the two halves ------------------------------------------------------
+    def collect(self, method: str, target, **kwargs):
+        """Plain data: what the student's ``target`` gives on this check's inputs."""
+        collector = getattr(self, f"_collect_{method}", None)
+        if method in FUNCTION_CHECKS:
+            return self._collect_function(method, target, kwargs.get("hidden", False))
+        if collector is None:
+            raise ValueError(f"no check named {method!r}")
+        return collector(target, **kwargs)
+
+    def judge(self, method: str, collected, **kwargs) -> str:
+        """The pass message; raises CheckFailure with a diagnosis otherwise."""
+        if method in FUNCTION_CHECKS:
+            return self._judge_function(method, collected, kwargs.get("hidden", False))
+        return getattr(self, f"_judge_{method}")(collected, **kwargs)
+
+    def _check(self, method: str, target, **kwargs):
+        print(self.judge(method, self.collect(method, target, **kwargs), **kwargs))
+
+    # -- chapter 1 functions -------------------------------------------------
+    def softmax(self, fn, hidden=False):
+        """softmax(x, axis=-1): shape, dtype, stability at 1e4, the axis argument."""
+        self._check("softmax", fn, hidden=hidden)
+
+    def causal_mask(self, fn, hidden=False):
+        """causal_mask(T): boolean (T, T), True on and below the diagonal."""
+        self._check("causal_mask", fn, hidden=hidden)
+
+    def scaled_dot_product_attention(self, fn, hidden=False):
+        """scaled_dot_product_attention(q, k, v, mask=None) -> (out, weights)."""
+        self._check("scaled_dot_product_attention", fn, hidden=hidden)
+
+    def single_head_attention(self, fn, hidden=False):
+        """single_head_attention(x, w_q, w_k, w_v, mask=None) -> (out, weights)."""
+        self._check("single_head_attention", fn, hidden=hidden)
+
+    def fused_softmax(self, fn, hidden=False):
+        """fused_softmax(x): a custom-kernel softmax over the last axis of a 2-D float32 CuPy array."""
+        self._check("fused_softmax", fn, hidden=hidden)
+
+    def gpu_timer(self, time_gpu):
+        """time_gpu(fn, *args, repeats=...) -> milliseconds per call, measured with CUDA events."""
+        self._check("gpu_timer", time_gpu)
+
+    def matches_torch_sdpa(self, fn, n_trials=20, seed=0):
+        """The student's attention agrees with torch.nn.functional.scaled_dot_product_attention."""
+        self._check("matches_torch_sdpa", fn, n_trials=n_trials, seed=seed)
+
+    def gradient(self, fn, seed=0):
+        """Autograd gradients through the student's attention equal those of the reference attention."""
+        self._check("gradient", fn, seed=seed)
+
+    def module(self, module_class):
+        """SingleHeadAttention(d_model, d_k, d_v) gives single_head_attention's results with its own weights."""
+        self._check("module", module_class)
+
+    # -- functions called on stored cases -------------------------------------
     def _cases(self, function, hidden):
         return load_cases(ASSIGNMENT)[(function, "hidden" if hidden else "visible")]
 
@@ -247,16 +323,24 @@ class Checks:
             args.append(int(value) if value.ndim == 0 else self.backend.asarray(value))
         return args
 
-    def _run(self, fn, function, hidden, diagnose=None, outputs=None):
+    def _collect_function(self, function, fn, hidden):
         cases = self._cases(function, hidden)
-        for case in cases:
-            result = call_student(fn, case, self._positional(case, ARGS.get(function, tuple(case.args))))
-            got = as_outputs(result, case, self.backend, outputs or OUTPUTS[function])
-            self._compare(got, case, diagnose)
-        report_pass(function, cases, hidden)
+        names = ARGS.get(function, tuple(cases[0].args))
+        return collect_calls(fn, cases, lambda case: self._positional(case, names),
+                             len(OUTPUTS[function]), self.backend)
+
+    def _judge_function(self, function, records, hidden):
+        cases = self._cases(function, hidden)
+        for case, record in judge_records(records, cases, function):
+            got = outputs_of(record, OUTPUTS[function], case.describe(), function, self.array_type_name)
+            if function == "causal_mask" and got["mask"][1] != "bool":
+                fail(f"causal_mask({int(case.args['T'])}) has dtype {got['mask'][1]}; "
+                     "return booleans (True = may attend), e.g. with dtype=bool.")
+            self._compare(got, case, DIAGNOSES.get(function))
+        return pass_message(function, cases, hidden)
 
     def _compare(self, got, case, diagnose):
-        device = self.backend.device
+        device = self.device
         for name, want in case.expected.items():
             check_shape(got[name][0], want, name, case)
         for name, want in case.expected.items():
@@ -273,164 +357,204 @@ class Checks:
         fail(f"{name} of {case.describe()} differs from the reference output; "
              f"{worst_mismatch(arrays[name], case.expected[name])}.")
 
-    # -- chapter 1 functions -----------------------------------------------
-    def softmax(self, fn, hidden=False):
-        """softmax(x, axis=-1): shape, dtype, stability at 1e4, the axis argument."""
-        self._run(fn, "softmax", hidden, diagnose=_diagnose_softmax)
-
-    def causal_mask(self, fn, hidden=False):
-        """causal_mask(T): boolean (T, T), True on and below the diagonal."""
-        cases = self._cases("causal_mask", hidden)
-        for case in cases:
-            result = call_student(fn, case, [int(case.args["T"])])
-            if not self.backend.is_native(result):
-                fail(f"causal_mask({int(case.args['T'])}) returned {type(result).__name__}; "
-                     f"return a {self.backend.array_type_name} of booleans.")
-            if self.backend.dtype_name(result) != "bool":
-                fail(f"causal_mask({int(case.args['T'])}) has dtype {self.backend.dtype_name(result)}; "
-                     "return booleans (True = may attend), e.g. with dtype=bool.")
-            self._compare({"mask": (self.backend.to_numpy(result), "bool")}, case, None)
-        report_pass("causal_mask", cases, hidden)
-
-    def scaled_dot_product_attention(self, fn, hidden=False):
-        """scaled_dot_product_attention(q, k, v, mask=None) -> (out, weights)."""
-        self._run(fn, "scaled_dot_product_attention", hidden, diagnose=_diagnose_attention)
-
-    def single_head_attention(self, fn, hidden=False):
-        """single_head_attention(x, w_q, w_k, w_v, mask=None) -> (out, weights)."""
-        self._run(fn, "single_head_attention", hidden, diagnose=_diagnose_attention)
-
-    # -- CuPy track ----------------------------------------------------------
-    def fused_softmax(self, fn, hidden=False):
-        """fused_softmax(x): a custom-kernel softmax over the last axis of a 2-D float32 CuPy array."""
-        self._run(fn, "fused_softmax", hidden, diagnose=_diagnose_softmax, outputs=("out",))
-
-    def gpu_timer(self, time_gpu):
-        """time_gpu(fn, *args, repeats=...) -> milliseconds per call, measured with CUDA events."""
+    # -- CuPy track: the timer ------------------------------------------------
+    def _collect_gpu_timer(self, time_gpu):
+        if not callable(time_gpu):
+            return {"not_callable": type(time_gpu).__name__}
         cp = self.backend.xp
         small, big = cp.ones((64, 64), cp.float32), cp.ones((2048, 2048), cp.float32)
-        t_small = time_gpu(cp.matmul, small, small, repeats=5)
-        t_big = time_gpu(cp.matmul, big, big, repeats=5)
-        if not isinstance(t_small, float) or not isinstance(t_big, float):
-            fail(f"time_gpu must return a float (milliseconds); got {type(t_small).__name__}. "
+        try:
+            times = [time_gpu(cp.matmul, a, a, repeats=5) for a in (small, big)]
+        except Exception as exc:
+            return describe_exception(exc)
+        return {"types": [type(t).__name__ for t in times],
+                "ms": [float(t) if isinstance(t, float) else None for t in times]}
+
+    def _judge_gpu_timer(self, record):
+        if "not_callable" in record:
+            fail(f"time_gpu is {record['not_callable']}, not a function: run the cell that defines it.")
+        if "raised" in record:
+            judge_exception(record, "time_gpu(cupy.matmul, a, a, repeats=5)", "time_gpu")
+        if record["types"] != ["float", "float"]:
+            fail(f"time_gpu must return a float (milliseconds); got {record['types'][0]}. "
                  "cupy.cuda.get_elapsed_time(start, end) gives one.")
+        t_small, t_big = record["ms"]
         if not 0 < t_small < t_big:
             fail(f"time_gpu measured {t_small:.4f} ms for a 64x64 matmul and {t_big:.4f} ms for a "
                  "2048x2048 one; the big one must take longer. Record the end event after the calls "
                  "and call end.synchronize() before reading the time: kernel launches return "
                  "before the GPU has finished.")
-        print(f"\u2714 time_gpu: 64x64 matmul {t_small:.4f} ms, 2048x2048 matmul {t_big:.4f} ms per call.")
+        return f"\u2714 time_gpu: 64x64 matmul {t_small:.4f} ms, 2048x2048 matmul {t_big:.4f} ms per call."
 
-    # -- PyTorch track -------------------------------------------------------
-    def matches_torch_sdpa(self, fn, n_trials=20, seed=0):
-        """The student's attention agrees with torch.nn.functional.scaled_dot_product_attention."""
+    # -- PyTorch track --------------------------------------------------------
+    def _collect_matches_torch_sdpa(self, fn, n_trials=20, seed=0):
+        records = []
+        for q, k, v, m in _sdpa_trials(n_trials, seed):
+            args = (q, k, v, m) if m is not None else (q, k, v)
+            records.append(collect_calls(fn, [None], lambda _: args, 2, self.backend)[0])
+            if "values" not in records[-1]:
+                break
+        return records
+
+    def _judge_matches_torch_sdpa(self, records, n_trials=20, seed=0):
         import torch
         import torch.nn.functional as F
-        gen = torch.Generator().manual_seed(seed)
-        for trial in range(n_trials):
-            dtype = (torch.float32, torch.float64)[trial % 2]
-            B, T_q, T_k, d_k, d_v = (int(s) for s in torch.randint(1, 9, (5,), generator=gen))
-            q = torch.randn(B, T_q, d_k, generator=gen, dtype=dtype)
-            k = torch.randn(B, T_k, d_k, generator=gen, dtype=dtype)
-            v = torch.randn(B, T_k, d_v, generator=gen, dtype=dtype)
-            mask = torch.rand(T_q, T_k, generator=gen) < 0.7
-            mask[:, 0] = True  # torch's own function gives NaN for a row with no key
-            masks = [None, mask] if trial % 3 else [mask]
-            for m in masks:
-                ours = _first(fn(q, k, v, m) if m is not None else fn(q, k, v), "scaled_dot_product_attention")
-                theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-                rtol, atol = (2e-5, 2e-6) if dtype == torch.float32 else (1e-9, 1e-12)
-                if not torch.allclose(ours, theirs, rtol=rtol, atol=atol):
-                    fail(f"trial {trial}: your output differs from torch's scaled_dot_product_attention "
-                         f"for q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
-                         f"mask {'given' if m is not None else 'None'}, {dtype}: largest difference "
-                         f"{(ours - theirs).abs().max().item():.3g}.")
-        print(f"\u2714 matches torch.nn.functional.scaled_dot_product_attention on {n_trials} random shapes.")
+        name = "scaled_dot_product_attention"
+        trials = list(_sdpa_trials(n_trials, seed))
+        for (q, k, v, m), record in judge_records(records, trials, name):
+            ours, _ = outputs_of(record, ("out", "weights"), name, name, self.array_type_name)["out"]
+            theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=m).numpy()
+            rtol, atol = (2e-5, 2e-6) if q.dtype == torch.float32 else (1e-9, 1e-12)
+            if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=rtol, atol=atol):
+                diff = (f"largest difference {np.abs(ours - theirs).max():.3g}"
+                        if ours.shape == theirs.shape else f"shape {ours.shape}, expected {theirs.shape}")
+                fail(f"your output differs from torch's scaled_dot_product_attention for q "
+                     f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, mask "
+                     f"{'given' if m is not None else 'None'}, {q.dtype}: {diff}.")
+        return f"\u2714 matches torch.nn.functional.scaled_dot_product_attention on {n_trials} random shapes."
 
-    def gradient(self, fn, seed=0, eps=1e-6):
-        """Autograd gradients through the student's attention match central finite differences."""
+    def _collect_gradient(self, fn, seed=0):
         import torch
-        gen = torch.Generator().manual_seed(seed)
-        q = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-        k = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-        v = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-        mask = torch.tensor([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 1]], dtype=torch.bool)
-        probe = torch.randn(2, 3, 6, generator=gen, dtype=torch.float64)
-
-        def loss(q_, k_, v_):
-            return (_first(fn(q_, k_, v_, mask), "scaled_dot_product_attention") * probe).sum()
-
-        out = _first(fn(q, k, v, mask), "scaled_dot_product_attention")
+        q, k, v, mask, probe = _gradient_problem(seed)
+        q, k, v = (t.clone().requires_grad_(True) for t in (q, k, v))
+        if not callable(fn):
+            return {"not_callable": type(fn).__name__}
+        try:
+            result = fn(q, k, v, mask)
+        except Exception as exc:
+            return describe_exception(exc)
+        out = result[0] if isinstance(result, (tuple, list)) and len(result) == 2 else None
+        if not isinstance(out, torch.Tensor):
+            return {"structure": type(result).__name__}
         if not out.requires_grad:
+            return {"connected": False}
+        try:
+            (out * probe).sum().backward()
+        except Exception as exc:
+            return {"backward": describe_exception(exc)}
+        return {"connected": True, "grads": {n: None if t.grad is None else t.grad.detach().cpu().numpy()
+                                             for n, t in (("q", q), ("k", k), ("v", v))}}
+
+    def _judge_gradient(self, record, seed=0):
+        import torch
+        import torch.nn.functional as F
+        name = "scaled_dot_product_attention"
+        if "not_callable" in record:
+            fail(f"{name} is {record['not_callable']}, not a function: run the cell that defines it.")
+        if "raised" in record:
+            judge_exception(record, f"{name}(q, k, v, mask) on float64 tensors that require grad", name)
+        if "structure" in record:
+            fail(f"{name} must return (out, weights) as tensors; got {record['structure']}.")
+        if not record["connected"]:
             fail("the output is not connected to q, k and v (it has no grad_fn), so autograd can't "
                  "differentiate it. Did you go through .numpy(), .item(), .detach() or torch.tensor(...)?")
-        try:
-            loss(q, k, v).backward()
-        except RuntimeError as exc:
-            fail(f"backward() through your attention failed: {exc}\nHint: an in-place change "
-                 "(masked_fill_, +=) to a tensor autograd needs, or a detour through NumPy, breaks the graph.")
-        for name, tensor in (("q", q), ("k", k), ("v", v)):
-            if tensor.grad is None:
-                fail(f"{name}.grad is None after backward(): the output is not connected to {name}. "
+        if "backward" in record:
+            fail(f"backward() through your attention failed: {record['backward']['message']}\nHint: an "
+                 "in-place change (masked_fill_, +=) to a tensor autograd needs, or a detour through "
+                 "NumPy, breaks the graph.")
+        q, k, v, mask, probe = _gradient_problem(seed)
+        q, k, v = (t.clone().requires_grad_(True) for t in (q, k, v))
+        (F.scaled_dot_product_attention(q, k, v, attn_mask=mask) * probe).sum().backward()
+        for label, tensor in (("q", q), ("k", k), ("v", v)):
+            got = record["grads"].get(label)
+            if got is None:
+                fail(f"{label}.grad is None after backward(): the output is not connected to {label}. "
                      "Did you go through .numpy(), .item() or torch.tensor(...) on an intermediate value?")
-            numeric = torch.zeros_like(tensor)
-            with torch.no_grad():
-                flat, grad = tensor.view(-1), numeric.view(-1)
-                for i in range(flat.numel()):
-                    old = flat[i].item()
-                    flat[i] = old + eps
-                    up = loss(q, k, v).item()
-                    flat[i] = old - eps
-                    down = loss(q, k, v).item()
-                    flat[i] = old
-                    grad[i] = (up - down) / (2 * eps)
-            if not torch.allclose(tensor.grad, numeric, rtol=1e-5, atol=1e-7):
-                fail(f"the autograd gradient with respect to {name} differs from the finite-difference "
-                     f"estimate by up to {(tensor.grad - numeric).abs().max().item():.3g}. Look for "
-                     "operations autograd can't see (.detach(), .data, NumPy) or in-place edits.")
-        print("\u2714 gradients with respect to q, k and v match central finite differences (float64).")
+            want = tensor.grad.numpy()
+            if got.shape != want.shape or not np.allclose(got, want, rtol=1e-7, atol=1e-9):
+                gap = np.abs(got - want).max() if got.shape == want.shape else float("nan")
+                fail(f"the autograd gradient with respect to {label} differs from the reference "
+                     f"attention's by up to {gap:.3g}. Look for operations autograd can't see "
+                     "(.detach(), .data, NumPy) or in-place edits.")
+        return "\u2714 gradients with respect to q, k and v match the reference attention's (float64)."
 
-    def module(self, module_class):
-        """SingleHeadAttention(d_model, d_k, d_v) gives single_head_attention's results with its own weights."""
+    def _collect_module(self, module_class):
         import torch
+        records = []
         for case in self._cases("single_head_attention", hidden=False):
             x, w_q, w_k, w_v = (case.args[n] for n in ("x", "w_q", "w_k", "w_v"))
             d_model, d_k = w_q.shape
+            record = {"shapes": {}}
+            records.append(record)
             try:
                 layer = module_class(d_model, d_k, w_v.shape[1])
+                params = dict(layer.named_parameters())
             except Exception as exc:
-                fail(f"SingleHeadAttention({d_model}, {d_k}, {w_v.shape[1]}) raised "
-                     f"{type(exc).__name__}: {exc}")
-            params = dict(layer.named_parameters())
-            missing = [n for n in ("w_q", "w_k", "w_v") if n not in params]
+                record.update(describe_exception(exc))
+                break
+            record["shapes"] = {n: list(p.shape) for n, p in params.items()}
+            if any(n not in params or tuple(params[n].shape) != w.shape
+                   for n, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v))):
+                break
+            try:
+                layer = layer.to(torch.float64 if x.dtype == np.float64 else torch.float32)
+                with torch.no_grad():
+                    for n, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)):
+                        params[n].copy_(torch.from_numpy(w))
+                mask = case.args.get("mask")
+                result = layer(torch.from_numpy(x.copy()), torch.from_numpy(mask) if mask is not None else None)
+            except Exception as exc:
+                record.update(describe_exception(exc))
+                break
+            record.update(plain_result(result, 2, self.backend))
+        return records
+
+    def _judge_module(self, records):
+        cases = self._cases("single_head_attention", hidden=False)
+        for case, record in judge_records(records, cases, "SingleHeadAttention"):
+            d_model, d_k = case.args["w_q"].shape
+            missing = [n for n in ("w_q", "w_k", "w_v") if n not in record["shapes"]]
             if missing:
                 fail(f"SingleHeadAttention has no parameters named {missing}: store the weights as "
                      "nn.Parameter attributes w_q, w_k, w_v so optimisers and state_dict see them.")
-            layer = layer.to(torch.float64 if x.dtype == np.float64 else torch.float32)
-            with torch.no_grad():
-                for name, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)):
-                    if tuple(params[name].shape) != w.shape:
-                        fail(f"{name} has shape {tuple(params[name].shape)}, expected {w.shape} "
-                             "= (d_in, d_out) as in the rest of the course.")
-                    params[name].copy_(torch.from_numpy(w))
-            mask = case.args.get("mask")
-            out = _first(layer(torch.from_numpy(x), torch.from_numpy(mask) if mask is not None else None),
-                         "SingleHeadAttention.forward")
-            if not is_close(out.detach().numpy(), case.expected["out"], case.dtype, "cpu"):
+            for n in ("w_q", "w_k", "w_v"):
+                want = case.args[n].shape
+                if tuple(record["shapes"][n]) != want:
+                    fail(f"{n} has shape {tuple(record['shapes'][n])}, expected {want} "
+                         "= (d_in, d_out) as in the rest of the course.")
+            out, _ = outputs_of(record, ("out", "weights"), case.describe(), "SingleHeadAttention.forward",
+                                self.array_type_name)["out"]
+            if out.shape != case.expected["out"].shape or not is_close(out, case.expected["out"], case.dtype, "cpu"):
                 fail(f"SingleHeadAttention's output for {case.describe()} differs from the reference; "
                      "forward should return single_head_attention(x, self.w_q, self.w_k, self.w_v, mask).")
-        print("\u2714 SingleHeadAttention reproduces the reference outputs with its own parameters.")
+        return "\u2714 SingleHeadAttention reproduces the reference outputs with its own parameters."
+
+
+FUNCTION_CHECKS = ("softmax", "causal_mask", "scaled_dot_product_attention", "single_head_attention",
+                   "fused_softmax")
+
+
+def _sdpa_trials(n_trials, seed):
+    """Random attention problems (torch tensors) shared by collect and judge: ``(q, k, v, mask or None)``."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    for trial in range(n_trials):
+        dtype = (torch.float32, torch.float64)[trial % 2]
+        B, T_q, T_k, d_k, d_v = (int(s) for s in torch.randint(1, 9, (5,), generator=gen))
+        q = torch.randn(B, T_q, d_k, generator=gen, dtype=dtype)
+        k = torch.randn(B, T_k, d_k, generator=gen, dtype=dtype)
+        v = torch.randn(B, T_k, d_v, generator=gen, dtype=dtype)
+        mask = torch.rand(T_q, T_k, generator=gen) < 0.7
+        mask[:, 0] = True  # torch's own function gives NaN for a row with no key
+        for m in ([None, mask] if trial % 3 else [mask]):
+            yield q, k, v, m
+
+
+def _gradient_problem(seed):
+    """Float64 q, k, v, a mask with no empty row, and a random probe defining loss = sum(out * probe)."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
+    k = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 1]], dtype=torch.bool)
+    probe = torch.randn(2, 3, 6, generator=gen, dtype=torch.float64)
+    return q, k, v, mask, probe
 
 
 def mistake_message(label: str) -> str:
     """The message for a stored variant; `axis_other_2` and the like share one."""
     return MISTAKES[re.sub(r"_\d+$", "", label)]
-
-
-def _first(result, name):
-    if isinstance(result, (tuple, list)) and len(result) == 2:
-        return result[0]
-    fail(f"{name} must return (out, weights); got {type(result).__name__}.")
 
 
 def _diagnose_softmax(got, case):
@@ -478,3 +602,8 @@ def _diagnose_attention(got, case):
              "softmax over the wrong axis? The softmax runs over the keys, axis -1.")
     if is_close(weights, want, case.dtype, "gpu") and not is_close(got["out"], case.expected["out"], case.dtype, "gpu"):
         fail(f"{case.describe()}: the weights are right but out is not: out is weights @ v.")
+
+
+DIAGNOSES = {"softmax": _diagnose_softmax, "fused_softmax": _diagnose_softmax,
+             "scaled_dot_product_attention": _diagnose_attention,
+             "single_head_attention": _diagnose_attention}

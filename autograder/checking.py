@@ -56,22 +56,90 @@ class Case:
         return f"{self.function}({', '.join(parts)})"
 
 
-def call_student(fn, case: Case, positional: list):
-    """Call the student's function; turn exceptions into a helpful failure."""
-    name = case.function
-    try:
-        return fn(*positional)
-    except NotImplementedError:
+# --------------------------------------------------------------------------
+# Collecting: run in the student's process, returns plain data only
+# --------------------------------------------------------------------------
+# A check is two halves. ``collect`` calls the student's code on the case
+# inputs and records what came back as plain data: dicts, lists, strings,
+# numbers and NumPy arrays. ``judge`` compares that record with the reference
+# outputs and fails with a diagnosis. In a notebook both halves run in the
+# student's kernel; the grader runs ``collect`` in a sandbox and ``judge`` in
+# its own process, so nothing the student's code does can change a verdict.
+
+MAX_MESSAGE = 500  # characters of a student's exception message kept in a record
+
+
+def describe_exception(exc: BaseException) -> dict:
+    return {"raised": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE],
+            "not_implemented": isinstance(exc, NotImplementedError)}
+
+
+def plain_value(value, backend) -> dict:
+    """One returned value: its type, and as a NumPy array when it is the track's array type."""
+    entry = {"type": f"{type(value).__module__}.{type(value).__name__}",
+             "native": bool(backend.is_native(value))}
+    if entry["native"]:
+        try:
+            entry["array"] = np.ascontiguousarray(backend.to_numpy(value))
+            entry["dtype"] = backend.dtype_name(value)
+        except Exception as exc:  # e.g. a bfloat16 tensor NumPy cannot hold
+            entry["native"] = False
+            entry["type"] += f" ({type(exc).__name__}: {str(exc)[:100]})"
+    return entry
+
+
+def plain_result(result, n_outputs: int, backend) -> dict:
+    """What a function returned: its values, or the structure when it is not n_outputs values."""
+    if n_outputs == 1:
+        return {"values": [plain_value(result, backend)]}
+    if not isinstance(result, (tuple, list)) or len(result) != n_outputs:
+        return {"structure": type(result).__name__,
+                "length": len(result) if isinstance(result, (tuple, list)) else None}
+    return {"values": [plain_value(v, backend) for v in result]}
+
+
+def collect_calls(fn, cases: list, positional, n_outputs: int, backend) -> list:
+    """One record per case of calling ``fn``; stops at the first exception, as the judge would."""
+    if not callable(fn):
+        return [{"not_callable": f"{type(fn).__module__}.{type(fn).__name__}"}]
+    records = []
+    for case in cases:
+        try:
+            result = fn(*positional(case))
+        except Exception as exc:  # anything the student's code raises
+            records.append(describe_exception(exc))
+            break
+        records.append(plain_result(result, n_outputs, backend))
+    return records
+
+
+# --------------------------------------------------------------------------
+# Judging: runs wherever the reference outputs are (the grader's process)
+# --------------------------------------------------------------------------
+
+def judge_records(records: list, cases: list, name: str):
+    """Yield ``(case, record)`` pairs, failing on records that say the call did not work."""
+    if records and "not_callable" in records[0]:
+        fail(f"{name} is {records[0]['not_callable']}, not a function: run the cell that defines it, "
+             "and don't reuse its name for something else.")
+    for i, case in enumerate(cases):
+        call = case.describe() if isinstance(case, Case) else f"{name} (trial {i})"
+        if i >= len(records) or not isinstance(records[i], dict):
+            fail(f"no result for {call}: the check stopped before this case.")
+        if "raised" in records[i]:
+            judge_exception(records[i], call, name)
+        yield case, records[i]
+
+
+def judge_exception(record: dict, call: str, name: str):
+    if record.get("not_implemented"):
         fail(f"{name} is not implemented yet: replace `raise NotImplementedError()` with your code.")
-    except CheckFailure:
-        raise
-    except Exception as exc:  # anything the student's code raises
-        fail(f"calling {case.describe()} raised {type(exc).__name__}: {exc}\n"
-             + exception_hint(exc))
+    fail(f"calling {call} raised {record['raised']}: {record['message']}\n"
+         + exception_hint(record["message"]))
 
 
-def exception_hint(exc: Exception) -> str:
-    text = str(exc).lower()
+def exception_hint(message: str) -> str:
+    text = message.lower()
     if any(s in text for s in ("matmul", "shapes", "size mismatch", "mat1 and mat2", "cannot be multiplied", "broadcast")):
         return ("Hint: check the shapes. Weights are (d_in, d_out) and act on row vectors (q = x @ w_q); "
                 "transpose keys with swapaxes(-1, -2) (NumPy, CuPy) or transpose(-2, -1) (torch), "
@@ -79,21 +147,17 @@ def exception_hint(exc: Exception) -> str:
     return "Hint: run the function on the example above and read the traceback."
 
 
-def as_outputs(result, case: Case, backend, names: tuple):
-    """The result as a dict of NumPy arrays named like the expected outputs,
-    after checking it is a tuple of the right length and of the track's type."""
-    name = case.function
-    if len(names) == 1:
-        result = (result,)
-    elif not isinstance(result, (tuple, list)) or len(result) != len(names):
-        fail(f"{name} must return a tuple {tuple(names)}; got {type(result).__name__}.")
+def outputs_of(record: dict, names: tuple, call: str, function: str, array_type_name: str) -> dict:
+    """``{label: (array, dtype)}`` from a record, after checking it holds the track's arrays."""
+    if "values" not in record or len(record["values"]) != len(names):
+        fail(f"{function} must return a tuple {tuple(names)}; got {record.get('structure', 'something else')}"
+             + (f" of length {record['length']}" if record.get("length") is not None else "") + ".")
     out = {}
-    for label, value in zip(names, result):
-        if not backend.is_native(value):
-            fail(f"{name} returned {label} as {type(value).__module__}.{type(value).__name__}; "
-                 f"this notebook works with {backend.array_type_name}, so return one "
-                 "(no conversion to or from other libraries).")
-        out[label] = (backend.to_numpy(value), backend.dtype_name(value))
+    for label, value in zip(names, record["values"]):
+        if not value.get("native") or not isinstance(value.get("array"), np.ndarray):
+            fail(f"{function} returned {label} as {value.get('type')}; this notebook works with "
+                 f"{array_type_name}, so return one (no conversion to or from other libraries).")
+        out[label] = (value["array"], str(value.get("dtype")))
     return out
 
 
@@ -144,8 +208,8 @@ def matching_variant(outputs: dict, case: Case, device: str):
     return None
 
 
-def report_pass(function: str, cases: list, hidden: bool):
+def pass_message(function: str, cases: list, hidden: bool) -> str:
     kind = "hidden" if hidden else "visible"
     dtypes = sorted({c.dtype for c in cases if c.has_floats})
     detail = f" ({', '.join(dtypes)})" if dtypes else ""
-    print(f"\u2714 {function}: all {len(cases)} {kind} cases match the reference outputs{detail}.")
+    return (f"\u2714 {function}: all {len(cases)} {kind} cases match the reference outputs{detail}.")

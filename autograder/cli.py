@@ -37,19 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
                             help="default: all")
 
     grade = commands.add_parser(
-        "grade", help="autograde SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb",
-        description="Autograde every student separately; write grades.csv, feedback/ "
-                    "and logs/ into --out.")
+        "grade", help="grade submissions in a sandbox; scores decided outside the student's code",
+        description="Grade every submitted notebook in a bubblewrap sandbox and judge the results "
+                    "in this process. Writes grades.csv, students.csv, feedback/, logs/ and "
+                    "results/ into --out; running again resumes and reuses finished results.")
     grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS",
-                       help="folder with one folder per student")
+                       help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb, a folder per "
+                            "student, a flat LMS export, or a .zip of any of these")
     grade.add_argument("--out", type=Path, default=Path("grading-out"),
                        help="output folder (default: grading-out)")
     grade.add_argument("--assignment", action="append", dest="assignments", metavar="A",
-                       help="grade only this assignment (repeatable; default: all found)")
+                       help="grade only this assignment (repeatable; needed for flat exports "
+                            "when the course has several)")
+    grade.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N",
+                       help="notebooks graded at once (default: 1)")
     grade.add_argument("--cell-timeout", type=_positive_int, default=60, metavar="S",
-                       help="seconds one cell may run (default: 60)")
+                       help="seconds one cell or one check may run (default: 60)")
     grade.add_argument("--notebook-timeout", type=_positive_int, default=600, metavar="S",
-                       help="seconds one notebook may take in all (default: 600)")
+                       help="seconds one run of a notebook may take (default: 600)")
+    grade.add_argument("--memory-gb", type=float, default=4.0, metavar="G",
+                       help="memory one notebook may use, in GiB (default: 4)")
+    grade.add_argument("--unsandboxed", action="store_true",
+                       help="grade without the bubblewrap sandbox (scores are still decided "
+                            "outside the student's code, but it can read and write your files)")
+    grade.add_argument("--fresh", action="store_true",
+                       help="grade everything again instead of reusing saved results")
     grade.add_argument("--no-feedback", action="store_true",
                        help="skip the per-student feedback HTML")
 
@@ -112,21 +124,22 @@ def cmd_references(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from .grading import GradingInputError, grade
+    from .grading import grade
+    from .sandbox import Limits, SandboxUnavailable
+    from .submissions import GradingInputError
     if not args.submissions.exists():
-        raise UsageError(f"{args.submissions} does not exist. Give the folder with one folder "
-                         "per student: SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb "
-                         "(unzip an LMS export first).")
+        raise UsageError(f"{args.submissions} does not exist. Give a folder of submissions "
+                         "(SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb, or an LMS export) "
+                         "or an LMS .zip.")
+    limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
+                    memory_bytes=int(args.memory_gb * 1024**3))
     try:
-        grade(args.submissions, args.out, assignments=args.assignments,
-              cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-              feedback=not args.no_feedback)
-    except GradingInputError as err:
+        results = grade(args.submissions, args.out, assignments=args.assignments, jobs=args.jobs,
+                        limits=limits, unsandboxed=args.unsandboxed, fresh=args.fresh,
+                        feedback=not args.no_feedback)
+    except (GradingInputError, SandboxUnavailable) as err:
         raise UsageError(str(err)) from None
-    except RuntimeError as err:  # nbgrader could not even set up the course
-        print(f"grading stopped: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if results else EXIT_FAILED
 
 
 def cmd_check(args) -> int:

@@ -85,6 +85,14 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
+def write_case_inputs(assignment: str, path: Path, references_dir: Path = REFERENCES_DIR) -> Path:
+    """A copy of the references holding only the case inputs: what a sandbox may see."""
+    with np.load(reference_path(assignment, references_dir)) as data:
+        inputs = {key: data[key] for key in data.files if key.split("/")[3] == "args"}
+    np.savez(path, **inputs)
+    return Path(path)
+
+
 @lru_cache(maxsize=None)
 def load_cases(assignment: str, references_dir: str = str(REFERENCES_DIR)) -> dict:
     """{(function, split): [Case, ...]} from the stored references."""

@@ -1,0 +1,120 @@
+"""What runs inside the sandbox: the student's cells, then the checks' collect halves.
+
+Started by :mod:`autograder.sandbox` as
+``python -I -c "...; main('/task', fd)"`` with ``/task/task.json`` describing
+the cells to run and the check calls to collect. It reports on file
+descriptor ``fd``, one JSON object per line:
+
+- ``{"event": "cell_start" | "cell_end", "index": i, "error": ...}``
+- ``{"event": "call_start" | "call_end", "index": j, "data": <plain data>}``
+- ``{"event": "done"}``
+
+Nothing here decides a score: the grader judges ``data`` in its own process.
+The student's code runs in this process and can tamper with anything in it,
+including this module; all it can change is the data it reports, which is
+what its functions compute anyway. The reference outputs are not in the
+sandbox, so there is nothing to copy them from.
+"""
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+
+class _Reporter:
+    def __init__(self, fd: int):
+        self.stream = os.fdopen(fd, "w", encoding="utf-8", closefd=False)
+
+    def send(self, **event):
+        from autograder.plain import dumps
+        try:
+            line = dumps(event)
+        except Exception as err:  # a record that is not plain data (cannot normally happen)
+            line = dumps({"event": event.get("event"), "index": event.get("index"),
+                          "data": {"unsendable": f"{type(err).__name__}: {err}"}})
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _alarm(seconds: float, what: str):
+    """A soft time limit: raise TimeoutError in the running code after ``seconds``.
+
+    Code that swallows it or blocks signals is stopped from outside instead
+    (the grader kills the sandbox a little later).
+    """
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} ran longer than {seconds:g} s and was interrupted")
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _cancel_alarm():
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _error_text(error) -> str:
+    if error is None:
+        return None
+    return "".join(traceback.format_exception_only(type(error), error)).strip()[:1000]
+
+
+def run_cells(shell, task, report):
+    skip = set(task.get("skip_cells", []))
+    for index, cell in enumerate(task["cells"]):
+        if index in skip:
+            continue
+        report.send(event="cell_start", index=index)
+        _alarm(task["cell_seconds"], cell["label"])
+        try:
+            result = shell.run_cell(cell["source"], store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+        except BaseException as exc:  # noqa: B902 - the student's code may raise anything
+            error = exc
+        finally:
+            _cancel_alarm()
+        report.send(event="cell_end", index=index, error=_error_text(error))
+
+
+def collect_calls(checks, namespace, task, report):
+    skip = set(task.get("skip_calls", []))
+    for index, call in enumerate(task["calls"]):
+        if index in skip:
+            continue
+        report.send(event="call_start", index=index)
+        _alarm(task["call_seconds"], f"check {call['method']}")
+        try:
+            if call["target"] not in namespace:
+                data = {"undefined": call["target"]}
+            else:
+                data = {"collected": checks.collect(call["method"], namespace[call["target"]],
+                                                    **call["kwargs"])}
+        except BaseException as exc:  # noqa: B902
+            data = {"collect_error": _error_text(exc)}
+        finally:
+            _cancel_alarm()
+        report.send(event="call_end", index=index, data=data)
+
+
+def main(task_dir: str, events_fd: int):
+    # Everything the grader's side needs is imported before the student's code runs.
+    import importlib
+    with open(os.path.join(task_dir, "task.json"), encoding="utf-8") as f:
+        task = json.load(f)
+    report = _Reporter(events_fd)
+    chapter = importlib.import_module(f"autograder.{task['assignment']}")
+    checks = chapter.Checks(task["track"])
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        shell.colors = "nocolor"  # tracebacks go to a log file, not a terminal
+    except Exception:  # older IPython spells it NoColor
+        shell.colors = "NoColor"
+    report.send(event="started", seconds=time.monotonic())
+    run_cells(shell, task, report)
+    collect_calls(checks, shell.user_ns, task, report)
+    report.send(event="done")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip atexit handlers and finalizers the student's code may have left behind

@@ -1,0 +1,382 @@
+"""Run a student's notebook code in a sandbox, under limits, and watch it.
+
+The sandbox is bubblewrap (``bwrap``, Debian package ``bubblewrap``): new
+user, PID, network, IPC and UTS namespaces, and a file system that holds only
+the operating system's libraries, Python with its installed packages, the
+course's ``autograder`` code *without* its reference outputs (only the case
+inputs of this assignment), the task, and an empty scratch folder in memory.
+No network, no solutions, no gradebook, no other student's files, and nothing
+of the host writable. Resource limits (``setrlimit``) bound CPU time, memory,
+file size and processes; the grader bounds wall time and printed output.
+
+Without bwrap the grader refuses to run unless the instructor asks for
+``unsandboxed=True`` (``--unsandboxed``); the harness then runs as a plain
+subprocess with the same limits, which protects the grade (scores are still
+decided outside the student's process) but not the machine's files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .paths import REPO_ROOT
+from .plain import NotPlainData, loads
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SANDBOX_COURSE = "/course"  # where the autograder package appears inside the sandbox
+GRACE_SECONDS = 5  # after a soft time limit, how long the code gets before it is killed
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run of a notebook may use. The CLI's options set these."""
+
+    cell_seconds: float = 60          # one cell or one check (soft, then hard after GRACE_SECONDS)
+    notebook_seconds: float = 600     # wall time of one run of the whole notebook
+    memory_bytes: int = 4 * 1024**3   # address space (CPU tracks) and resident memory (all tracks)
+    processes: int = 256              # processes and threads the notebook may add
+    file_bytes: int = 64 * 1024**2    # largest file it may write; also the scratch folder's size
+    output_bytes: int = 1024**2       # printed output kept for the log; the rest is counted, not kept
+    report_bytes: int = 256 * 1024**2  # everything the harness may report back
+
+    def describe(self) -> str:
+        return (f"{self.cell_seconds:g} s per cell and per check, {self.notebook_seconds:g} s per "
+                f"notebook run, {self.memory_bytes / 1024**3:g} GiB memory, {self.processes} "
+                f"processes, {self.file_bytes / 1024**2:g} MiB per file and scratch folder, "
+                f"{self.output_bytes / 1024**2:g} MiB of printed output kept")
+
+
+@dataclass
+class RunResult:
+    """What one run in the sandbox did."""
+
+    events: list = field(default_factory=list)  # (seconds since start, event dict)
+    output: bytes = b""
+    output_dropped: int = 0
+    returncode: Optional[int] = None
+    killed_reason: Optional[str] = None
+    seconds: float = 0.0
+    protocol_error: Optional[str] = None
+
+    @property
+    def completed(self) -> bool:
+        return any(e.get("event") == "done" for _, e in self.events)
+
+    def unfinished(self):
+        """``("cell" | "call", index)`` of what was running when the run ended, or None."""
+        running = None
+        for _, e in self.events:
+            kind = e.get("event", "")
+            if kind in ("cell_start", "call_start"):
+                running = (kind[:4], e.get("index"))
+            elif kind in ("cell_end", "call_end"):
+                running = None
+        return running
+
+    def end_reason(self) -> str:
+        if self.killed_reason:
+            return self.killed_reason
+        if self.protocol_error:
+            return self.protocol_error
+        rc = self.returncode
+        if rc is not None and rc < 0:
+            rc = 128 - rc
+        if rc is not None and rc > 128:
+            try:
+                name = signal.Signals(rc - 128).name
+            except ValueError:
+                name = f"signal {rc - 128}"
+            meaning = {"SIGSEGV": " (a crash in native code)", "SIGXCPU": " (CPU time limit)",
+                       "SIGXFSZ": " (file size limit)", "SIGABRT": " (aborted)",
+                       "SIGKILL": " (killed, often for memory)"}.get(name, "")
+            return f"the process was killed by {name}{meaning}"
+        return f"the process exited early with code {rc}"
+
+
+class SandboxUnavailable(RuntimeError):
+    """bwrap is missing or cannot create namespaces here; the message says what to do."""
+
+
+def bwrap_path() -> Optional[str]:
+    return shutil.which("bwrap")
+
+
+def sandbox_problem() -> Optional[str]:
+    """None when bwrap works here, else why not and what to do."""
+    bwrap = bwrap_path()
+    if bwrap is None:
+        return ("bubblewrap (bwrap) is not installed. Install it (Debian/Ubuntu: apt-get install "
+                "bubblewrap) or run the grader in a container as the instructor guide shows. "
+                "To grade without a sandbox anyway, pass --unsandboxed (student code can then "
+                "read and write your files).")
+    probe = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return (f"bwrap cannot create a sandbox here ({probe.stderr.strip() or probe.returncode}). "
+                "Unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone"
+                "=1), or a container forbids them (docker run --security-opt seccomp=unconfined "
+                "--security-opt apparmor=unconfined). Pass --unsandboxed to grade without a sandbox.")
+    return None
+
+
+def _python_roots() -> list[str]:
+    """Folders Python and its packages live in, to mount read-only."""
+    roots = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    roots |= {os.path.realpath(p) for p in sys.path if p and "site-packages" in p and os.path.isdir(p)}
+    roots |= {os.path.realpath(os.path.dirname(os.path.realpath(sys.executable)))}
+    keep = []
+    for root in sorted(roots, key=len):
+        if root.startswith("/usr/") or root == "/usr":
+            continue  # /usr is mounted whole
+        if not any(root == k or root.startswith(k + "/") for k in keep):
+            keep.append(root)
+    repo = str(REPO_ROOT.resolve())
+    for root in keep:
+        if root == repo or repo.startswith(root + "/"):
+            raise SandboxUnavailable(
+                f"Python's folder {root} contains the course repository: the sandbox would expose "
+                "the solutions. Use a virtual environment (python3 -m venv .venv) as the README does.")
+    return keep
+
+
+def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Limits,
+                  gpu: bool) -> list[str]:
+    cmd = [bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session",
+           "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+           "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            cmd += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            cmd += ["--ro-bind", str(path), str(path)]
+    for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
+        cmd += ["--ro-bind-try", path, path]
+    for root in _python_roots():
+        cmd += ["--ro-bind", root, root]
+    course_pkg = f"{SANDBOX_COURSE}/autograder"
+    cmd += ["--ro-bind", str(PACKAGE_DIR), course_pkg,
+            # The reference outputs stay outside: only this assignment's case inputs go in.
+            "--tmpfs", f"{course_pkg}/references",
+            "--ro-bind", str(cases_file), f"{course_pkg}/references/{assignment}.npz",
+            "--ro-bind", str(task_dir), "/task",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.file_bytes), "--tmpfs", "/tmp",
+            "--size", str(limits.file_bytes), "--tmpfs", "/scratch",
+            "--chdir", "/scratch", "--clearenv"]
+    if gpu:
+        for dev in sorted(Path("/dev").glob("nvidia*")):
+            cmd += ["--dev-bind", str(dev), str(dev)]
+    return cmd + _env_args(gpu)
+
+
+def _environment(gpu: bool, home: str, tmp: str) -> dict:
+    env = {"HOME": home, "TMPDIR": tmp, "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+           # One thread per notebook: results do not depend on --jobs, and N jobs share N cores.
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _env_args(gpu: bool) -> list[str]:
+    args = []
+    for key, value in _environment(gpu, "/scratch", "/tmp").items():
+        args += ["--setenv", key, value]
+    return args
+
+
+def _set_limits(limits: Limits, gpu: bool, cpu_seconds: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if not gpu:  # CUDA reserves huge address ranges; GPU runs are bounded by resident memory
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        tasks = _user_task_count()
+        resource.setrlimit(resource.RLIMIT_NPROC, (tasks + limits.processes, tasks + limits.processes))
+    return apply
+
+
+def _user_task_count() -> int:
+    """Threads the current user already runs: RLIMIT_NPROC counts them all."""
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass
+    return count
+
+
+def _tree_rss(root_pid: int) -> int:
+    """Resident bytes of ``root_pid`` and its descendants."""
+    children, rss = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            rss[pid] = int(fields[21]) * resource.getpagesize()
+        except (OSError, IndexError, ValueError):
+            pass
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Limits,
+                  gpu: bool = False, sandboxed: bool = True, log=None) -> RunResult:
+    """Run the harness on ``task_dir`` (holding task.json); watch it; return what it reported."""
+    task = json.loads((task_dir / "task.json").read_text(encoding="utf-8"))
+    read_fd, write_fd = os.pipe()
+    launcher = (f"import sys; sys.path.insert(0, {SANDBOX_COURSE if sandboxed else str(PACKAGE_DIR.parent)!r}); "
+                f"from autograder.harness import main; main({'/task' if sandboxed else str(task_dir)!r}, {write_fd})")
+    python = [sys.executable, "-I", "-c", launcher]
+    if sandboxed:
+        cmd, env, cwd = bwrap_command(task_dir, cases_file, assignment, limits, gpu) + python, None, None
+    else:
+        scratch = task_dir / "scratch"
+        scratch.mkdir(exist_ok=True)
+        cmd, cwd = python, str(scratch)
+        env = _environment(gpu, str(scratch), str(scratch))
+    cpu_seconds = int(limits.notebook_seconds) + 30
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env, cwd=cwd,
+                            start_new_session=True, preexec_fn=_set_limits(limits, gpu, cpu_seconds))
+    os.close(write_fd)
+    result = RunResult()
+    output = _OutputKeeper(proc.stdout, limits.output_bytes)
+    events = _EventReader(read_fd, limits.report_bytes, started)
+    output.start()
+    events.start()
+    labels = {"cell": [c["label"] for c in task["cells"]],
+              "call": [f"check {c['method']}({c['target']})" for c in task["calls"]]}
+    try:
+        result.killed_reason = _watch(proc, events, labels, limits, started)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+        proc.wait()
+        output.join(timeout=10)
+        events.join(timeout=10)
+    result.returncode = proc.returncode
+    result.seconds = round(time.monotonic() - started, 2)
+    result.events, result.protocol_error = events.events, events.error
+    result.output, result.output_dropped = bytes(output.kept), output.dropped
+    return result
+
+
+def _watch(proc, events, labels, limits: Limits, started: float) -> Optional[str]:
+    """Wait for ``proc``; kill it and say why when it runs past a limit."""
+    last_rss_check = 0.0
+    while proc.poll() is None:
+        time.sleep(0.05)
+        now = time.monotonic()
+        if now - started > limits.notebook_seconds:
+            _kill(proc)
+            return f"the notebook ran longer than {limits.notebook_seconds:g} s"
+        running = events.running()
+        if running is not None:
+            (kind, index), since = running
+            if now - since > limits.cell_seconds + GRACE_SECONDS:
+                _kill(proc)
+                label = labels[kind][index] if isinstance(index, int) and 0 <= index < len(labels[kind]) else kind
+                return (f"{label} ran longer than {limits.cell_seconds:g} s and did not stop when "
+                        "interrupted")
+        if now - last_rss_check > 0.5:
+            last_rss_check = now
+            if _tree_rss(proc.pid) > limits.memory_bytes:
+                _kill(proc)
+                return f"it used more than {limits.memory_bytes / 1024**3:g} GiB of memory"
+        if events.error:
+            _kill(proc)
+            return events.error
+    return None
+
+
+def _kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap's own session; the sandbox dies with it
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+class _OutputKeeper(threading.Thread):
+    """Drain the sandbox's stdout and stderr; keep the first ``limit`` bytes, count the rest."""
+
+    def __init__(self, stream, limit: int):
+        super().__init__(daemon=True)
+        self.stream, self.limit, self.kept, self.dropped = stream, limit, bytearray(), 0
+
+    def run(self):
+        while True:
+            chunk = self.stream.read1(1 << 16) if hasattr(self.stream, "read1") else self.stream.read(1 << 16)
+            if not chunk:
+                break
+            room = self.limit - len(self.kept)
+            self.kept += chunk[:max(room, 0)]
+            self.dropped += max(len(chunk) - max(room, 0), 0)
+        self.stream.close()
+
+
+class _EventReader(threading.Thread):
+    """Read the harness's JSON lines as they come, stamped with the grader's own clock."""
+
+    def __init__(self, fd: int, limit: int, started: float):
+        super().__init__(daemon=True)
+        self.fd, self.limit, self.started = fd, limit, started
+        self.events, self.error, self._running = [], None, None
+        self._lock = threading.Lock()
+
+    def running(self):
+        with self._lock:
+            return self._running
+
+    def run(self):
+        total = 0
+        with os.fdopen(self.fd, "rb") as stream:
+            for line in stream:
+                total += len(line)
+                if total > self.limit:
+                    self.error = f"it reported more than {self.limit / 1024**2:g} MiB of results"
+                    break
+                try:
+                    event = loads(line.decode("utf-8"))
+                except (NotPlainData, UnicodeDecodeError):
+                    continue  # garbage the student's code wrote here; the real events still count
+                if not isinstance(event, dict):
+                    continue
+                now = time.monotonic()
+                with self._lock:
+                    self.events.append((round(now - self.started, 3), event))
+                    kind = event.get("event")
+                    if kind in ("cell_start", "call_start"):
+                        self._running = ((kind[:4], event.get("index")), now)
+                    elif kind in ("cell_end", "call_end"):
+                        self._running = None

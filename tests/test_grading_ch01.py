@@ -1,9 +1,11 @@
 """Grading Chapter 1 as an instructor would: the solutions get full marks, the
-blank release gets 0, and every known-wrong implementation loses points.
+blank release gets 0, and every known-wrong implementation loses points,
+with a diagnosis on its feedback page.
 
 One `grade` run covers the whole class (a student per mutant), as in a course.
 """
 import csv
+import html
 
 import nbformat
 import pytest
@@ -48,7 +50,7 @@ def class_grades(tmp_path_factory):
         submit(root, f"mutant-{mutant.name}", {mutant.notebook: student_notebook(
             mutant.notebook, {mutant.cell: mutant.source})})
     out = tmp_path_factory.mktemp("graded")
-    grade(root, out, cell_timeout=60)
+    grade(root, out, jobs=2, verbose=False)
     with open(out / "grades.csv", newline="") as f:
         rows = {(r["student"], r["notebook"]): r for r in csv.DictReader(f)}
     return rows, out
@@ -78,10 +80,12 @@ def test_blank_release_gets_zero(class_grades):
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_known_wrong_implementation_loses_points(class_grades, mutant):
-    rows, _ = class_grades
+    rows, out = class_grades
     row = rows[(f"mutant-{mutant.name}", mutant.notebook)]
     assert row["status"] == "graded", row
     assert float(row["score"]) < float(row["max_score"]), row
+    page = (out / "feedback" / f"mutant-{mutant.name}" / ASSIGNMENT / f"{mutant.notebook}.html").read_text()
+    assert mutant.message in " ".join(html.unescape(page).split()), "the diagnosis is on the feedback page"
     others = [n for n in NOTEBOOKS if n != mutant.notebook]
     assert all(rows[(f"mutant-{mutant.name}", n)]["status"] == "missing" for n in others)
 

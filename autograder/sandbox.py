@@ -177,6 +177,7 @@ def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
     if gpu:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
+    cmd += ["--remount-ro", "/"]  # the sandbox's own root (parents of the mounts) is read-only too
     return cmd + _env_args(gpu)
 
 

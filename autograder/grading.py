@@ -299,6 +299,7 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
     known = {a.name: sorted(p.stem for p in a.glob("*.ipynb"))
              for a in sorted(Path(solutions_dir).iterdir()) if a.is_dir() and any(a.glob("*.ipynb"))}
     out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / "unpacked", ignore_errors=True)  # a zip is unpacked afresh each run
     found = discover(submissions, known, assignments, workdir=out_dir / "unpacked")
     for warning in found.warnings:
         say(f"warning: {warning}")

@@ -66,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the per-student feedback HTML")
 
     commands.add_parser("check", help="fail if exercises/ or the reference outputs are stale")
+
+    bench = commands.add_parser(
+        "benchmark", help="time grade (jobs=1 and --jobs N) against plain nbgrader autograde",
+        description="Grade the same submissions with plain `nbgrader autograde`, with grade "
+                    "--jobs 1 and with grade --jobs N, in one run; print notebooks per minute, "
+                    "the ratios to nbgrader's time, and whether the scores agree. Exit status 1 "
+                    "when --jobs 1 and --jobs N give different results.")
+    bench.add_argument("submissions", type=Path, nargs="?", metavar="SUBMISSIONS",
+                       help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb "
+                            "(not needed with --synthetic)")
+    bench.add_argument("--jobs", "-j", type=_positive_int, default=2, metavar="N",
+                       help="notebooks graded at once in the parallel run (default: 2)")
+    bench.add_argument("--work", type=Path, metavar="DIR",
+                       help="keep the nbgrader course and grading outputs here "
+                            "(default: a temporary folder, removed afterwards)")
+    bench.add_argument("--synthetic", type=_positive_int, metavar="N",
+                       help="benchmark a synthetic class of N students instead (solution and "
+                            "blank notebooks alternating; 1_numpy and 3_pytorch)")
     return parser
 
 
@@ -82,7 +100,8 @@ def _positive_int(text: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"release": cmd_release, "references": cmd_references,
-               "grade": cmd_grade, "check": cmd_check}[args.command]
+               "grade": cmd_grade, "check": cmd_check,
+               "benchmark": cmd_benchmark}[args.command]
     try:
         return command(args)
     except UsageError as err:
@@ -164,6 +183,31 @@ def cmd_check(args) -> int:
         return EXIT_FAILED
     print("exercises/ and reference outputs are up to date.")
     return EXIT_OK
+
+
+def cmd_benchmark(args) -> int:
+    import shutil
+    import tempfile
+    from .benchmark import BenchmarkInputError, benchmark, format_report, make_class
+    from .sandbox import SandboxUnavailable
+    from .submissions import GradingInputError
+    if (args.submissions is None) == (args.synthetic is None):
+        raise UsageError("give either SUBMISSIONS or --synthetic N (a made-up class of N students).")
+    if args.submissions is not None and not args.submissions.exists():
+        raise UsageError(f"{args.submissions} does not exist. Give a folder of submissions "
+                         "(SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb), or --synthetic N.")
+    with tempfile.TemporaryDirectory(prefix="mha-benchmark-") as tmp:
+        work = args.work or Path(tmp)
+        submissions = args.submissions
+        if args.synthetic is not None:
+            shutil.rmtree(work / "synthetic-class", ignore_errors=True)  # no students of a bigger last run
+            submissions = make_class(work / "synthetic-class", args.synthetic)
+        try:
+            result = benchmark(submissions, work, jobs=args.jobs)
+        except (BenchmarkInputError, GradingInputError, SandboxUnavailable) as err:
+            raise UsageError(str(err)) from None
+    print(format_report(result))
+    return EXIT_OK if result["parallel_matches_serial"] else EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- helpers

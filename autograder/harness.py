@@ -105,6 +105,12 @@ def main(task_dir: str, events_fd: int):
     report = _Reporter(events_fd)
     chapter = importlib.import_module(f"autograder.{task['assignment']}")
     checks = chapter.Checks(task["track"])
+    try:
+        # Import the track's library (torch takes seconds) before the first cell's clock starts,
+        # and before the student's code could interfere with the import.
+        checks.backend
+    except Exception as exc:  # e.g. CuPy without a GPU: the checks will say so
+        print(f"grader: cannot load the {task['track']} track: {exc}", file=sys.stderr)
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
     try:

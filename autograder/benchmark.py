@@ -244,8 +244,9 @@ def format_report(result: dict) -> str:
         f"(nbgrader generate_assignment, not counted above: {result['nbgrader_generate_seconds']:.1f} s)",
     ]
     if result["load_before"] is not None:
-        lines.append(f"(1-minute load average before the run: {result['load_before']:.1f}; "
-                     "well above 0, other work shared the cores and skewed the times)")
+        busy = result["load_before"] >= 1.0
+        lines.append(f"(1-minute load average before the run: {result['load_before']:.1f}"
+                     + ("; other work shared the cores, so the times are skewed)" if busy else ")"))
     lines += [
         "",
         f"jobs=1 and jobs={jobs} give the same status and score for every notebook: "

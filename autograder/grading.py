@@ -41,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -51,7 +51,8 @@ from .checking import CheckFailure
 from .feedback import write_feedback_page
 from .paths import EXERCISES_DIR, GPU_NOTEBOOKS, PACKAGE_DIR, REFERENCES_DIR, SOLUTIONS_DIR
 from .references import chapter_module, reference_path, write_case_inputs
-from .sandbox import Limits, RunResult, SandboxUnavailable, run_sandboxed, sandbox_problem
+from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, run_sandboxed,
+                      sandbox_problem)
 from .submissions import GradingInputError, Submission, discover, write_student_map
 
 COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds", "notes")
@@ -186,12 +187,18 @@ def _run_until_complete(program, spec: Assignment, limits: Limits, gpu: bool, sa
     work_dir.mkdir(parents=True, exist_ok=True)
     cases = work_dir / "cases.npz"
     write_case_inputs(spec.name, cases)
+    started = time.monotonic()
     for _ in range(MAX_ATTEMPTS):
         task["skip_cells"], task["skip_calls"] = sorted(skipped["cell"]), sorted(skipped["call"])
         (work_dir / "task.json").write_text(json.dumps(task), encoding="utf-8")
-        run = run_sandboxed(work_dir, cases, spec.name, limits, gpu=gpu, sandboxed=sandboxed)
+        # All runs of a notebook share one time budget, so reruns cannot multiply it.
+        left = limits.notebook_seconds - (time.monotonic() - started)
+        run = run_sandboxed(work_dir, cases, spec.name, replace(limits, notebook_seconds=max(left, 1)),
+                            gpu=gpu, sandboxed=sandboxed)
         culprit = run.unfinished()
-        if run.completed or culprit is None:
+        if run.completed or culprit is None or run.killed_reason == NOTEBOOK_TIME_LIMIT:
+            if run.killed_reason == NOTEBOOK_TIME_LIMIT:
+                run.killed_reason = f"the notebook ran longer than {limits.notebook_seconds:g} s"
             return run, skipped
         kind, index = culprit
         reason = run.end_reason()

@@ -35,6 +35,7 @@ from .plain import NotPlainData, loads
 PACKAGE_DIR = Path(__file__).resolve().parent
 SANDBOX_COURSE = "/course"  # where the autograder package appears inside the sandbox
 GRACE_SECONDS = 5  # after a soft time limit, how long the code gets before it is killed
+NOTEBOOK_TIME_LIMIT = "the notebook's time limit"  # killed_reason when the whole run was too long
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ def _watch(proc, events, labels, limits: Limits, started: float) -> Optional[str
         now = time.monotonic()
         if now - started > limits.notebook_seconds:
             _kill(proc)
-            return f"the notebook ran longer than {limits.notebook_seconds:g} s"
+            return NOTEBOOK_TIME_LIMIT
         running = events.running()
         if running is not None:
             (kind, index), since = running

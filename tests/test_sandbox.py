@@ -167,3 +167,19 @@ def test_cli_input_errors_say_what_to_do(tmp_path, capsys):
     assert cli.main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "subs" / "o")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "overlaps" in err and "Traceback" not in err
+
+
+def test_a_notebook_too_slow_in_all_fails_once_without_reruns(tmp_path):
+    """Cells that each keep within their limit but together overrun the notebook's:
+    one status that says so, and no rerun that would multiply the time spent."""
+    nb = json.loads((SOLUTIONS_DIR / ASSIGNMENT / "1_numpy.ipynb").read_text())
+    nb["cells"] += [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "id": f"slow-{i}", "source": "import time\ntime.sleep(2)"} for i in range(5)]
+    folder = tmp_path / "subs" / "slowpoke" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / "1_numpy.ipynb").write_text(json.dumps(nb))
+    limits = Limits(cell_seconds=5, notebook_seconds=6)
+    result = {r.notebook: r for r in grade(tmp_path / "subs", tmp_path / "out", limits=limits,
+                                           gpu_available=False, verbose=False)}["1_numpy"]
+    assert result.status == "failed: the notebook ran longer than 6 s", result.status
+    assert result.score is None and result.seconds < 12

@@ -278,8 +278,7 @@ def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
     try:
         result.killed_reason = _watch(proc, events, labels, limits, started)
     finally:
-        if proc.poll() is None:
-            _kill(proc)
+        _kill(proc)  # also whatever the student's code left running in the background
         proc.wait()
         output.join(timeout=10)
         events.join(timeout=10)

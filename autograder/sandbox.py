@@ -163,6 +163,10 @@ def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
             cmd += ["--ro-bind", str(path), str(path)]
     for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
         cmd += ["--ro-bind-try", path, path]
+    # The writable in-memory folders come before Python's: a virtual environment
+    # that lives under /tmp is then mounted inside the new /tmp, not hidden by it.
+    cmd += ["--size", str(limits.file_bytes), "--tmpfs", "/tmp",
+            "--size", str(limits.file_bytes), "--tmpfs", "/scratch"]
     for root in _python_roots():
         cmd += ["--ro-bind", root, root]
     course_pkg = f"{SANDBOX_COURSE}/autograder"
@@ -172,8 +176,6 @@ def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
             "--ro-bind", str(cases_file), f"{course_pkg}/references/{assignment}.npz",
             "--ro-bind", str(task_dir), "/task",
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.file_bytes), "--tmpfs", "/tmp",
-            "--size", str(limits.file_bytes), "--tmpfs", "/scratch",
             "--chdir", "/scratch", "--clearenv"]
     if gpu:
         for dev in sorted(Path("/dev").glob("nvidia*")):

@@ -553,7 +553,10 @@ def isolation_files_cell(dest: Path) -> str:
     root = dest.parents[1].resolve()
     token = _token(root)
     victim_nb = root / VICTIM / ASSIGNMENT / "1_numpy.ipynb"
-    host_block = [REPO_ROOT / "HACKED", PACKAGE_DIR / f"HACKED_{token}.py", SOLUTIONS_DIR / f"HACKED_{token}",
+    # REPO_ROOT/HACKED is written as "contained" below: when the checkout lives under /tmp,
+    # the sandbox's own in-memory /tmp holds that path and accepts the write; the host check
+    # (host_write_targets) proves it never reaches the host.
+    host_block = [PACKAGE_DIR / f"HACKED_{token}.py", SOLUTIONS_DIR / f"HACKED_{token}",
                   root / f"HACKED-{token}", root.parent / f"HACKED-{token}",
                   root / VICTIM / ASSIGNMENT / f"HACKED-{token}"]
     return PROBE_HELPERS + f'''
@@ -563,6 +566,7 @@ for path in {[str(p) for p in host_block]!r}:
 attempt("block", "append to another student's notebook", write({str(victim_nb)!r}, "a"))
 attempt("block", "write into the course package", write(autograder.paths.PACKAGE_DIR / f"HACKED_{{token}}.py"))
 attempt("contained", "write the sandbox's repository root", write(autograder.paths.REPO_ROOT / "HACKED"))
+attempt("contained", "write the host's repository root", write({str(REPO_ROOT / "HACKED")!r}))
 attempt("contained", "write /tmp", write(f"/tmp/HACKED-{{token}}"))
 attempt("contained", "write /tmp/..", write(f"/tmp/../HACKED-{{token}}"))
 attempt("block", "read /etc/passwd", read("/etc/passwd"))

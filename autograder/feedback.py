@@ -40,8 +40,8 @@ def render(result) -> str:
     if result.cells:
         parts.append("<h2>Your code, as it ran</h2>")
         for cell in result.cells:
-            origin = " (the instructor's version)" if cell["origin"] == "instructor" else ""
-            parts.append(f"<h3>{escape(cell['label'])}{origin}</h3><pre>{escape(cell['source'])}</pre>")
+            # Instructor cells are labelled "setup (instructor)" by the program builder.
+            parts.append(f"<h3>{escape(cell['label'])}</h3><pre>{escape(cell['source'])}</pre>")
             if cell["error"]:
                 parts.append(f"<pre class='fail'>{escape(cell['error'])}</pre>")
     if result.output:

@@ -257,9 +257,9 @@ class Checks:
     # -- the two halves ------------------------------------------------------
     def collect(self, method: str, target, **kwargs):
         """Plain data: what the student's ``target`` gives on this check's inputs."""
-        collector = getattr(self, f"_collect_{method}", None)
         if method in FUNCTION_CHECKS:
             return self._collect_function(method, target, kwargs.get("hidden", False))
+        collector = getattr(self, f"_collect_{method}", None)
         if collector is None:
             raise ValueError(f"no check named {method!r}")
         return collector(target, **kwargs)

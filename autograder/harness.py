@@ -77,7 +77,7 @@ def run_cells(shell, task, report):
         report.send(event="cell_end", index=index, error=_error_text(error))
 
 
-def collect_calls(checks, namespace, task, report):
+def collect_check_results(checks, namespace, task, report):
     skip = set(task.get("skip_calls", []))
     for index, call in enumerate(task["calls"]):
         if index in skip:
@@ -119,7 +119,7 @@ def main(task_dir: str, events_fd: int):
         shell.colors = "NoColor"
     report.send(event="started", seconds=time.monotonic())
     run_cells(shell, task, report)
-    collect_calls(checks, shell.user_ns, task, report)
+    collect_check_results(checks, shell.user_ns, task, report)
     report.send(event="done")
     sys.stdout.flush()
     sys.stderr.flush()

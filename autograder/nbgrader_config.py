@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets.config import Config
@@ -164,7 +164,7 @@ class NbgraderRun:
 
     args: list
     returncode: Optional[int] = None
-    killed_reason: Optional[str] = None  # set when the watchdog stopped it
+    killed_reason: Optional[str] = None  # set when it was stopped for running too long
     seconds: float = 0.0
     lines: list = field(default_factory=list)  # (seconds since start, text)
 
@@ -185,19 +185,11 @@ class NbgraderRun:
         return self
 
 
-# A watchdog gets the lines read so far and the seconds elapsed; it returns a
-# reason to stop the process, or None to let it run.
-Watchdog = Callable[[list, float], Optional[str]]
-
-
-def run_nbgrader(args: Sequence[str], course_root: Path, *, timeout: float = 3600,
-                 watchdog: Optional[Watchdog] = None, log_file=None) -> NbgraderRun:
+def run_nbgrader(args: Sequence[str], course_root: Path, *, timeout: float = 3600) -> NbgraderRun:
     """Run ``nbgrader ARGS`` in ``course_root``, capture its log with timestamps.
 
-    The process runs in its own session; on timeout (or when ``watchdog``
-    says so) it is killed together with its kernels, so a student's infinite
-    loop cannot outlive the run. ``log_file`` (an open text file) receives
-    every line as it arrives.
+    The process runs in its own session; on timeout it is killed together
+    with its kernels, so a notebook's infinite loop cannot outlive the run.
     """
     run = NbgraderRun(args=list(args))
     start = time.monotonic()
@@ -207,25 +199,16 @@ def run_nbgrader(args: Sequence[str], course_root: Path, *, timeout: float = 360
         text=True, encoding="utf-8", errors="replace", start_new_session=True)
 
     def read_lines():
-        noise = False
         for text in proc.stdout:
             run.lines.append((time.monotonic() - start, text))
-            # nbgrader 0.9 triggers SQLAlchemy warnings (and echoes their source
-            # line) on every autograde; keep them out of the instructor's log.
-            noise = "SAWarning: " in text or (noise and text.startswith("  "))
-            if log_file is not None and not noise:
-                log_file.write(f"[{time.monotonic() - start:7.1f}s] {text}")
-                log_file.flush()
 
     reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     try:
         while proc.poll() is None:
             elapsed = time.monotonic() - start
-            reason = (f"timed out after {elapsed:.0f} s" if elapsed > timeout
-                      else watchdog(list(run.lines), elapsed) if watchdog else None)
-            if reason:
-                run.killed_reason = reason
+            if elapsed > timeout:
+                run.killed_reason = f"timed out after {elapsed:.0f} s"
                 _kill_tree(proc)
                 break
             time.sleep(0.1)

@@ -1,8 +1,9 @@
-"""Multi-Head Attention, from scratch: checks, reference outputs and grading.
+"""The instructor's grader of "Multi-Head Attention, from scratch".
 
-Students import the per-chapter checks modules (``autograder.ch01_single_head``);
-instructors use the command line, ``python -m autograder --help``.
-The student-facing part depends on NumPy only; torch, CuPy and nbgrader are
-imported where they are needed.
+Release, reference outputs (visible and hidden cases), sandboxed grading,
+submissions and LMS intake, feedback, benchmark, shards and the command line:
+``python -m autograder --help``. It runs from a checkout of the repository and
+is not part of the package students install (:mod:`mha_checks`, which holds
+the checks it judges with).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

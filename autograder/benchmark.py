@@ -26,14 +26,18 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .backends import gpu_available
+from mha_checks import registry
+from mha_checks.backends import gpu_available
+
 from .grading import GRADED, grade
 from .nbgrader_config import db_url, last_error, make_course, run_nbgrader
-from .paths import ASSIGNMENTS, EXERCISES_DIR, GPU_NOTEBOOKS, NOTEBOOKS, SOLUTIONS_DIR
+from .paths import EXERCISES_DIR, SOLUTIONS_DIR
 from .release import IGNORED
 from .submissions import discover
 
-SYNTHETIC_NOTEBOOKS = ("1_numpy", "3_pytorch")
+FIRST_CHAPTER = registry.assignments()[0]
+# The synthetic class hands in every notebook a machine without a GPU can grade.
+SYNTHETIC_NOTEBOOKS = tuple(nb.name for nb in registry.chapter(FIRST_CHAPTER).notebooks if not nb.needs_gpu)
 SCORE_TOLERANCE = 1e-6  # nbgrader stores scores as floats; ours are sums of points
 
 # Folders of work_dir that every benchmark replaces.
@@ -48,7 +52,7 @@ class BenchmarkInputError(ValueError):
 
 
 def make_class(dest, n_students: int, notebooks: Sequence[str] = SYNTHETIC_NOTEBOOKS,
-               assignment: str = ASSIGNMENTS[0]) -> Path:
+               assignment: str = FIRST_CHAPTER) -> Path:
     """Write ``dest/studentNN/<assignment>/<notebook>.ipynb`` for ``n_students`` students.
 
     Odd students hand in the solution notebook (full marks), even ones the
@@ -68,7 +72,7 @@ def make_class(dest, n_students: int, notebooks: Sequence[str] = SYNTHETIC_NOTEB
 # --------------------------------------------------------------------------- the benchmark
 
 
-def benchmark(submissions, work_dir, jobs: int = 2, assignment: str = ASSIGNMENTS[0],
+def benchmark(submissions, work_dir, jobs: int = 2, assignment: str = FIRST_CHAPTER,
               notebooks: Optional[Sequence[str]] = None) -> dict:
     """Grade ``submissions`` with nbgrader, ours with jobs=1 and ours with ``jobs``; compare.
 
@@ -78,8 +82,9 @@ def benchmark(submissions, work_dir, jobs: int = 2, assignment: str = ASSIGNMENT
     """
     work_dir = Path(work_dir).resolve()
     has_gpu = gpu_available()
-    wanted = list(notebooks or NOTEBOOKS)
-    skipped = [nb for nb in wanted if nb in GPU_NOTEBOOKS and not has_gpu]
+    chapter = registry.chapter(assignment)
+    wanted = list(notebooks or (nb.name for nb in chapter.notebooks))
+    skipped = [nb for nb in wanted if chapter.notebook(nb).needs_gpu and not has_gpu]
     wanted = [nb for nb in wanted if nb not in skipped]
 
     _refuse_overlap(submissions, work_dir)
@@ -126,7 +131,8 @@ def copy_submissions(submissions, class_dir: Path, assignment: str,
     Both graders then read the very same files, whatever layout (or zip) the
     instructor's submissions came in.
     """
-    found = discover(submissions, {assignment: list(NOTEBOOKS)}, [assignment],
+    found = discover(submissions, {assignment: [nb.name for nb in registry.chapter(assignment).notebooks]},
+                     [assignment],
                      workdir=class_dir.parent / "unpacked")
     keys = []
     for sub in found.submissions:

@@ -1,40 +1,31 @@
 """What runs inside the sandbox: the student's cells, then the checks' collect halves.
 
 Started by :mod:`autograder.sandbox` as
-``python -I -c "...; main('/task', fd)"`` with ``/task/task.json`` describing
-the cells to run and the check calls to collect. It reports on file
-descriptor ``fd``, one JSON object per line:
+``python -I -c "...; main('/task', fd)"``; the task it reads and the events it
+reports on file descriptor ``fd`` are described once, in
+:mod:`autograder.protocol`.
 
-- ``{"event": "cell_start" | "cell_end", "index": i, "error": ...}``
-- ``{"event": "call_start" | "call_end", "index": j, "data": <plain data>}``
-- ``{"event": "done"}``
-
-Nothing here decides a score: the grader judges ``data`` in its own process.
-The student's code runs in this process and can tamper with anything in it,
-including this module; all it can change is the data it reports, which is
-what its functions compute anyway. The reference outputs are not in the
+Nothing here decides a score: the grader judges the collected data in its own
+process. The student's code runs in this process and can tamper with anything
+in it, including this module; all it can change is the data it reports, which
+is what its functions compute anyway. The reference outputs are not in the
 sandbox, so there is nothing to copy them from.
 """
-import json
 import os
 import signal
 import sys
 import time
 import traceback
 
+from autograder import protocol
+
 
 class _Reporter:
     def __init__(self, fd: int):
         self.stream = os.fdopen(fd, "w", encoding="utf-8", closefd=False)
 
-    def send(self, **event):
-        from autograder.plain import dumps
-        try:
-            line = dumps(event)
-        except Exception as err:  # a record that is not plain data (cannot normally happen)
-            line = dumps({"event": event.get("event"), "index": event.get("index"),
-                          "data": {"unsendable": f"{type(err).__name__}: {err}"}})
-        self.stream.write(line + "\n")
+    def send(self, kind: str, **fields):
+        self.stream.write(protocol.encode_event(kind, **fields) + "\n")
         self.stream.flush()
 
 
@@ -60,13 +51,13 @@ def _error_text(error) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()[:1000]
 
 
-def run_cells(shell, task, report):
-    skip = set(task.get("skip_cells", []))
-    for index, cell in enumerate(task["cells"]):
+def run_cells(shell, task: protocol.Task, report):
+    skip = set(task.skip_cells)
+    for index, cell in enumerate(task.cells):
         if index in skip:
             continue
-        report.send(event="cell_start", index=index)
-        _alarm(task["cell_seconds"], cell["label"])
+        report.send(protocol.CELL_START, index=index)
+        _alarm(task.cell_seconds, cell["label"])
         try:
             result = shell.run_cell(cell["source"], store_history=False)
             error = result.error_before_exec or result.error_in_exec
@@ -74,53 +65,51 @@ def run_cells(shell, task, report):
             error = exc
         finally:
             _cancel_alarm()
-        report.send(event="cell_end", index=index, error=_error_text(error))
+        report.send(protocol.CELL_END, index=index, error=_error_text(error))
 
 
-def collect_check_results(checks, namespace, task, report):
-    skip = set(task.get("skip_calls", []))
-    for index, call in enumerate(task["calls"]):
+def collect_check_results(checks, namespace, task: protocol.Task, report):
+    skip = set(task.skip_calls)
+    for index, call in enumerate(task.calls):
         if index in skip:
             continue
-        report.send(event="call_start", index=index)
-        _alarm(task["call_seconds"], f"check {call['method']}")
+        report.send(protocol.CALL_START, index=index)
+        _alarm(task.call_seconds, f"check {call['method']}")
         try:
             if call["target"] not in namespace:
-                data = {"undefined": call["target"]}
+                data = {protocol.UNDEFINED: call["target"]}
             else:
-                data = {"collected": checks.collect(call["method"], namespace[call["target"]],
-                                                    **call["kwargs"])}
+                data = {protocol.COLLECTED: checks.collect(call["method"], namespace[call["target"]],
+                                                           **call["kwargs"])}
         except BaseException as exc:  # noqa: B902
-            data = {"collect_error": _error_text(exc)}
+            data = {protocol.COLLECT_ERROR: _error_text(exc)}
         finally:
             _cancel_alarm()
-        report.send(event="call_end", index=index, data=data)
+        report.send(protocol.CALL_END, index=index, data=data)
 
 
 def main(task_dir: str, events_fd: int):
     # Everything the grader's side needs is imported before the student's code runs.
-    import importlib
-    with open(os.path.join(task_dir, "task.json"), encoding="utf-8") as f:
-        task = json.load(f)
+    from mha_checks.chapters import chapter_module
+    task = protocol.Task.read(task_dir)
     report = _Reporter(events_fd)
-    chapter = importlib.import_module(f"autograder.{task['assignment']}")
-    checks = chapter.Checks(task["track"])
+    checks = chapter_module(task.assignment).Checks(task.track)
     try:
         # Import the track's library (torch takes seconds) before the first cell's clock starts,
         # and before the student's code could interfere with the import.
         checks.backend
     except Exception as exc:  # e.g. CuPy without a GPU: the checks will say so
-        print(f"grader: cannot load the {task['track']} track: {exc}", file=sys.stderr)
+        print(f"grader: cannot load the {task.track} track: {exc}", file=sys.stderr)
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
     try:
         shell.colors = "nocolor"  # tracebacks go to a log file, not a terminal
     except Exception:  # older IPython spells it NoColor
         shell.colors = "NoColor"
-    report.send(event="started", seconds=time.monotonic())
+    report.send(protocol.STARTED, seconds=time.monotonic())
     run_cells(shell, task, report)
     collect_check_results(checks, shell.user_ns, task, report)
-    report.send(event="done")
+    report.send(protocol.DONE)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip atexit handlers and finalizers the student's code may have left behind

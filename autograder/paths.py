@@ -1,16 +1,17 @@
 """Where things live in a checkout of the course.
 
 Everything that reads or writes course files goes through these names, so the
-layout is stated once.
+layout is stated once. Which chapters and notebooks exist is the registry's
+business (:mod:`mha_checks.registry`), not this module's.
 """
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
-SOLUTIONS_DIR = REPO_ROOT / "solutions"   # nbgrader source notebooks
-EXERCISES_DIR = REPO_ROOT / "exercises"   # nbgrader release notebooks (generated)
-REFERENCES_DIR = PACKAGE_DIR / "references"  # reference outputs (generated)
+from mha_checks.cases import HIDDEN_DIR, REFERENCES_DIR
 
-ASSIGNMENTS = ("ch01_single_head",)
-NOTEBOOKS = ("1_numpy", "2_cupy", "3_pytorch")
-GPU_NOTEBOOKS = ("2_cupy",)
+PACKAGE_DIR = Path(__file__).resolve().parent       # the grader (this package)
+REPO_ROOT = PACKAGE_DIR.parent
+CHECKS_DIR = REPO_ROOT / "mha_checks"               # the package students install
+SOLUTIONS_DIR = REPO_ROOT / "solutions"             # nbgrader source notebooks
+EXERCISES_DIR = REPO_ROOT / "exercises"             # nbgrader release notebooks (generated)
+VISIBLE_CASES_DIR = REFERENCES_DIR                  # visible cases, shipped to students (generated)
+HIDDEN_CASES_DIR = HIDDEN_DIR                       # hidden cases, the instructor's only (generated)

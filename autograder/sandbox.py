@@ -3,8 +3,9 @@
 The sandbox is bubblewrap (``bwrap``, Debian package ``bubblewrap``): new
 user, PID, network, IPC and UTS namespaces, and a file system that holds only
 the operating system's libraries, Python with its installed packages, the
-course's ``autograder`` code *without* its reference outputs (only the case
-inputs of this assignment), the task, and an empty scratch folder in memory.
+course's code (``mha_checks`` with the case *inputs* of this assignment in
+place of its reference outputs, and ``autograder`` without its hidden cases),
+the task, and an empty scratch folder in memory.
 No network, no solutions, no gradebook, no other student's files, and nothing
 of the host writable. Resource limits (``setrlimit``) bound CPU time, memory,
 file size and processes; the grader bounds wall time and printed output.
@@ -16,7 +17,6 @@ decided outside the student's process) but not the machine's files.
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -25,15 +25,16 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .paths import REPO_ROOT
-from .plain import NotPlainData, loads
+from mha_checks.registry import DEFAULT_CELL_SECONDS, DEFAULT_NOTEBOOK_SECONDS
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-SANDBOX_COURSE = "/course"  # where the autograder package appears inside the sandbox
+from . import protocol
+from .paths import CHECKS_DIR, HIDDEN_CASES_DIR, PACKAGE_DIR, REPO_ROOT, VISIBLE_CASES_DIR
+
+SANDBOX_COURSE = "/course"  # where the course's two packages appear inside the sandbox
 GRACE_SECONDS = 5  # after a soft time limit, how long the code gets before it is killed
 NOTEBOOK_TIME_LIMIT = "the notebook's time limit"  # killed_reason when the whole run was too long
 
@@ -42,17 +43,25 @@ NOTEBOOK_TIME_LIMIT = "the notebook's time limit"  # killed_reason when the whol
 class Limits:
     """What one run of a notebook may use. The CLI's options set these."""
 
-    cell_seconds: float = 60          # one cell or one check (soft, then hard after GRACE_SECONDS)
-    notebook_seconds: float = 600     # wall time of one run of the whole notebook
+    # None: the notebook's own limits from the course registry (60 s and 600 s unless it says more)
+    cell_seconds: Optional[float] = None      # one cell or one check (soft, then hard after GRACE_SECONDS)
+    notebook_seconds: Optional[float] = None  # wall time of one run of the whole notebook
     memory_bytes: int = 4 * 1024**3   # address space (CPU tracks) and resident memory (all tracks)
     processes: int = 256              # processes and threads the notebook may add
     file_bytes: int = 64 * 1024**2    # largest file it may write; also the scratch folder's size
     output_bytes: int = 1024**2       # printed output kept for the log; the rest is counted, not kept
     report_bytes: int = 256 * 1024**2  # everything the harness may report back
 
+    def resolved(self) -> "Limits":
+        """These limits, with the registry's defaults for time limits left open."""
+        return replace(self, cell_seconds=self.cell_seconds or DEFAULT_CELL_SECONDS,
+                       notebook_seconds=self.notebook_seconds or DEFAULT_NOTEBOOK_SECONDS)
+
     def describe(self) -> str:
-        return (f"{self.cell_seconds:g} s per cell and per check, {self.notebook_seconds:g} s per "
-                f"notebook run, {self.memory_bytes / 1024**3:g} GiB memory, {self.processes} "
+        times = (f"{self.cell_seconds:g} s per cell and per check, {self.notebook_seconds:g} s per "
+                 "notebook run" if self.cell_seconds and self.notebook_seconds else
+                 "each notebook's own time limits (course registry)")
+        return (f"{times}, {self.memory_bytes / 1024**3:g} GiB memory, {self.processes} "
                 f"processes, {self.file_bytes / 1024**2:g} MiB per file and scratch folder, "
                 f"{self.output_bytes / 1024**2:g} MiB of printed output kept")
 
@@ -71,17 +80,13 @@ class RunResult:
 
     @property
     def completed(self) -> bool:
-        return any(e.get("event") == "done" for _, e in self.events)
+        return any(e.get("event") == protocol.DONE for _, e in self.events)
 
     def unfinished(self):
         """``("cell" | "call", index)`` of what was running when the run ended, or None."""
         running = None
         for _, e in self.events:
-            kind = e.get("event", "")
-            if kind in ("cell_start", "call_start"):
-                running = (kind[:4], e.get("index"))
-            elif kind in ("cell_end", "call_end"):
-                running = None
+            running = protocol.running_after(e, running)
         return running
 
     def end_reason(self) -> str:
@@ -169,11 +174,14 @@ def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
             "--size", str(limits.file_bytes), "--tmpfs", "/scratch"]
     for root in _python_roots():
         cmd += ["--ro-bind", root, root]
-    course_pkg = f"{SANDBOX_COURSE}/autograder"
-    cmd += ["--ro-bind", str(PACKAGE_DIR), course_pkg,
+    checks_pkg, grader_pkg = (f"{SANDBOX_COURSE}/{d.name}" for d in (CHECKS_DIR, PACKAGE_DIR))
+    visible = f"{checks_pkg}/{VISIBLE_CASES_DIR.relative_to(CHECKS_DIR)}"
+    cmd += ["--ro-bind", str(CHECKS_DIR), checks_pkg,
             # The reference outputs stay outside: only this assignment's case inputs go in.
-            "--tmpfs", f"{course_pkg}/references",
-            "--ro-bind", str(cases_file), f"{course_pkg}/references/{assignment}.npz",
+            "--tmpfs", visible,
+            "--ro-bind", str(cases_file), f"{visible}/{assignment}.npz",
+            "--ro-bind", str(PACKAGE_DIR), grader_pkg,
+            "--tmpfs", f"{grader_pkg}/{HIDDEN_CASES_DIR.relative_to(PACKAGE_DIR)}",
             "--ro-bind", str(task_dir), "/task",
             "--proc", "/proc", "--dev", "/dev",
             "--chdir", "/scratch", "--clearenv"]
@@ -252,7 +260,8 @@ def _tree_rss(root_pid: int) -> int:
 def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Limits,
                   gpu: bool = False, sandboxed: bool = True, log=None) -> RunResult:
     """Run the harness on ``task_dir`` (holding task.json); watch it; return what it reported."""
-    task = json.loads((task_dir / "task.json").read_text(encoding="utf-8"))
+    task = protocol.Task.read(task_dir)
+    limits = limits.resolved()
     read_fd, write_fd = os.pipe()
     launcher = (f"import sys; sys.path.insert(0, {SANDBOX_COURSE if sandboxed else str(PACKAGE_DIR.parent)!r}); "
                 f"from autograder.harness import main; main({'/task' if sandboxed else str(task_dir)!r}, {write_fd})")
@@ -275,10 +284,8 @@ def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
     events = _EventReader(read_fd, limits.report_bytes, started)
     output.start()
     events.start()
-    labels = {"cell": [c["label"] for c in task["cells"]],
-              "call": [f"check {c['method']}({c['target']})" for c in task["calls"]]}
     try:
-        result.killed_reason = _watch(proc, events, labels, limits, started)
+        result.killed_reason = _watch(proc, events, task, limits, started)
     finally:
         _kill(proc)  # also whatever the student's code left running in the background
         proc.wait()
@@ -291,7 +298,7 @@ def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
     return result
 
 
-def _watch(proc, events, labels, limits: Limits, started: float) -> Optional[str]:
+def _watch(proc, events, task: protocol.Task, limits: Limits, started: float) -> Optional[str]:
     """Wait for ``proc``; kill it and say why when it runs past a limit."""
     last_rss_check = 0.0
     while proc.poll() is None:
@@ -305,8 +312,7 @@ def _watch(proc, events, labels, limits: Limits, started: float) -> Optional[str
             (kind, index), since = running
             if now - since > limits.cell_seconds + GRACE_SECONDS:
                 _kill(proc)
-                label = labels[kind][index] if isinstance(index, int) and 0 <= index < len(labels[kind]) else kind
-                return (f"{label} ran longer than {limits.cell_seconds:g} s and did not stop when "
+                return (f"{task.label(kind, index)} ran longer than {limits.cell_seconds:g} s and did not stop when "
                         "interrupted")
         if now - last_rss_check > 0.5:
             last_rss_check = now
@@ -369,17 +375,13 @@ class _EventReader(threading.Thread):
                 if total > self.limit:
                     self.error = f"it reported more than {self.limit / 1024**2:g} MiB of results"
                     break
-                try:
-                    event = loads(line.decode("utf-8"))
-                except (NotPlainData, UnicodeDecodeError):
+                event = protocol.decode_event(line)
+                if event is None:
                     continue  # garbage the student's code wrote here; the real events still count
-                if not isinstance(event, dict):
-                    continue
                 now = time.monotonic()
                 with self._lock:
                     self.events.append((round(now - self.started, 3), event))
-                    kind = event.get("event")
-                    if kind in ("cell_start", "call_start"):
-                        self._running = ((kind[:4], event.get("index")), now)
-                    elif kind in ("cell_end", "call_end"):
-                        self._running = None
+                    previous = self._running[0] if self._running else None
+                    running = protocol.running_after(event, previous)
+                    if running != previous or event.get("event") in protocol.START_OF:
+                        self._running = (running, now) if running is not None else None

@@ -6,7 +6,7 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS_DIR))  # the mutants library
 
-from autograder.backends import gpu_available  # noqa: E402
+from mha_checks.backends import gpu_available  # noqa: E402
 from autograder.notebooks import solution_namespace  # noqa: E402
 from autograder.paths import SOLUTIONS_DIR  # noqa: E402
 

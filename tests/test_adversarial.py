@@ -19,11 +19,15 @@ from pathlib import Path
 import pytest
 
 from autograder.grading import GRADED, grade, read_csv
-from autograder.paths import NOTEBOOKS, PACKAGE_DIR, SOLUTIONS_DIR
+from autograder.grading import load_assignment
+from autograder.paths import SOLUTIONS_DIR
+from mha_checks import registry
 from autograder.program import HIDDEN_TESTS_BEGIN, HIDDEN_TESTS_END
 from autograder.sandbox import Limits, sandbox_problem
 from corpus import ch01_adversarial as corpus
 from corpus.ch01_adversarial import ASSIGNMENT, BY_NAME, CORPUS
+
+NOTEBOOKS = [nb.name for nb in registry.chapter(ASSIGNMENT).notebooks]
 
 LIMITS = Limits(cell_seconds=5, notebook_seconds=90, memory_bytes=3 * 1024**3)
 JOBS = 2
@@ -65,11 +69,8 @@ class ClassRun:
 
 
 def code_digest() -> str:
-    """The grader's own code, which every saved result's digest includes."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """What every saved result's digest includes: the instructor's files, the checks, the grader."""
+    return "|".join(load_assignment(ASSIGNMENT, nb).digest for nb in NOTEBOOKS)
 
 
 def file_hashes(root: Path) -> dict:
@@ -274,7 +275,7 @@ def test_grading_again_reuses_saved_results(class_run):
                   verbose=False)
     seconds = time.monotonic() - started
     assert code_digest() == class_run.code_digest, (
-        "autograder/*.py changed while these tests ran, so the saved results were rightly not "
+        "the checks or the grader changed while these tests ran, so the saved results were rightly not "
         "reused: run the tests again on a tree nobody is editing")
     first = [asdict(r) for r in class_run.result_list]
     second = [asdict(r) for r in again]

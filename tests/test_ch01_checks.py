@@ -2,8 +2,8 @@
 implementation fails its visible check with a message naming the mistake."""
 import pytest
 
-from autograder.ch01_single_head import Checks
-from autograder.checking import CheckFailure
+from mha_checks.chapters.ch01_single_head import Checks
+from mha_checks.engine import CheckFailure
 from autograder.notebooks import solution_namespace
 from conftest import NEEDS_GPU, solution_notebook
 from mutants.ch01_single_head import MUTANTS

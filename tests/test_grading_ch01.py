@@ -10,7 +10,7 @@ import html
 import nbformat
 import pytest
 
-from autograder.backends import gpu_available
+from mha_checks.backends import gpu_available
 from autograder.grading import grade
 from autograder.paths import EXERCISES_DIR, NOTEBOOKS, SOLUTIONS_DIR
 from mutants.ch01_single_head import MUTANTS

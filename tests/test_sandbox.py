@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from autograder import cli, sandbox
-from autograder.grading import grade
+from autograder.grading import grade, load_assignment
 from autograder.paths import REPO_ROOT, SOLUTIONS_DIR
-from autograder.plain import NotPlainData, dumps, loads
+from mha_checks.transport import NotPlainData, dumps, loads
+from autograder.protocol import Task
 from autograder.references import write_case_inputs
+from mha_checks import registry
 from autograder.sandbox import Limits, SandboxUnavailable, run_sandboxed, sandbox_problem
 
-ASSIGNMENT = "ch01_single_head"
+ASSIGNMENT = registry.assignments()[0]
 LIMITS = Limits(cell_seconds=5, notebook_seconds=60, memory_bytes=2 * 1024**3,
                 file_bytes=16 * 1024**2, output_bytes=64 * 1024)
 
@@ -30,11 +32,10 @@ def needs_bwrap():
 
 
 def run_cells(tmp_path, *sources, calls=(), limits=LIMITS, sandboxed=True):
-    task = {"assignment": ASSIGNMENT, "track": "numpy",
-            "cells": [{"label": f"cell {i + 1}", "source": s} for i, s in enumerate(sources)],
-            "calls": list(calls), "cell_seconds": limits.cell_seconds,
-            "call_seconds": limits.cell_seconds}
-    (tmp_path / "task.json").write_text(json.dumps(task))
+    Task(assignment=ASSIGNMENT, notebook="1_numpy", track="numpy",
+         cells=[{"label": f"cell {i + 1}", "source": s} for i, s in enumerate(sources)],
+         calls=list(calls), cell_seconds=limits.cell_seconds,
+         call_seconds=limits.cell_seconds).write(tmp_path)
     cases = write_case_inputs(ASSIGNMENT, tmp_path / "cases.npz")
     return run_sandboxed(tmp_path, cases, ASSIGNMENT, limits, sandboxed=sandboxed)
 
@@ -90,10 +91,12 @@ attempt("write /usr", lambda: open("/usr/HACKED", "w").write("x"))
 attempt("read /etc/passwd", lambda: open("/etc/passwd").read())
 attempt("network", lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
 attempt("dns", lambda: socket.getaddrinfo("pypi.org", 443))
-print("REFERENCES", sorted(os.listdir("/course/autograder/references")))
+print("REFERENCES", sorted(os.listdir("/course/mha_checks/references")))
+print("HIDDEN", sorted(os.listdir("/course/autograder/hidden_cases")))
 import numpy as np
-with np.load("/course/autograder/references/{ASSIGNMENT}.npz") as data:
+with np.load("/course/mha_checks/references/{ASSIGNMENT}.npz") as data:
     print("GROUPS", sorted({{key.split("/")[3] for key in data.files}}))
+    print("SPLITS", sorted({{key.split("/")[1] for key in data.files}}))
 attempt("write scratch", lambda: open("/scratch/ok.txt", "w").write("x"))
 """
     run = run_cells(tmp_path, probe)
@@ -107,6 +110,7 @@ attempt("write scratch", lambda: open("/scratch/ok.txt", "w").write("x"))
         assert f"BLOCKED {what}" in out, out
     assert "ALLOWED write scratch" in out
     assert f"REFERENCES ['{ASSIGNMENT}.npz']" in out and "GROUPS ['args']" in out, out
+    assert "HIDDEN []" in out and "SPLITS ['hidden', 'visible']" in out, out
     assert not (REPO_ROOT / "HACKED").exists()
 
 
@@ -160,7 +164,8 @@ def test_grading_refuses_without_sandbox_unless_asked(tmp_path, monkeypatch, cap
     results = grade(tmp_path / "subs", tmp_path / "out2", unsandboxed=True, verbose=False,
                     gpu_available=False)
     by_notebook = {r.notebook: r for r in results}
-    assert by_notebook["1_numpy"].score == 13 and by_notebook["1_numpy"].status == "graded"
+    full_marks = load_assignment(ASSIGNMENT, "1_numpy").max_score
+    assert by_notebook["1_numpy"].score == full_marks and by_notebook["1_numpy"].status == "graded"
 
 
 def test_cli_input_errors_say_what_to_do(tmp_path, capsys):

@@ -35,7 +35,8 @@ from typing import Callable, Optional
 
 import nbformat
 
-from autograder.paths import EXERCISES_DIR, PACKAGE_DIR, REFERENCES_DIR, REPO_ROOT, SOLUTIONS_DIR
+from autograder.paths import (CHECKS_DIR, EXERCISES_DIR, HIDDEN_CASES_DIR, PACKAGE_DIR, REPO_ROOT,
+                              SOLUTIONS_DIR, VISIBLE_CASES_DIR)
 
 ASSIGNMENT = "ch01_single_head"
 FULL = {"1_numpy": 13.0, "3_pytorch": 19.0}
@@ -247,13 +248,13 @@ np.array_equal = lambda *a, **k: True
 """
 
 PATCH_CHECKS = """
-import autograder.checking as c
-import autograder.ch01_single_head
+import mha_checks.engine as c
+import mha_checks.chapters.ch01_single_head as chapter
 c.is_close = lambda *a, **k: True
 c.fail = lambda *a, **k: None
-c.check_shape = c.check_dtype = lambda *a, **k: None
-autograder.ch01_single_head.fail = lambda *a, **k: None
-autograder.ch01_single_head.Checks.judge = lambda *a, **k: "ok"
+c.check_shape = c.check_dtype = c.compare = lambda *a, **k: None
+chapter.fail = lambda *a, **k: None
+chapter.Checks.judge = c.Checks.judge = lambda *a, **k: "ok"
 check.judge = lambda *a, **k: "ok"
 """
 
@@ -343,8 +344,8 @@ print("fake numpy.py written to", pathlib.Path("numpy.py").resolve())
 REFERENCE_LOOKUP_SOFTMAX = '''
 # Build softmax as a lookup table of the reference outputs, if the grader lets me see them.
 import glob, os
-import autograder.paths
-from autograder.references import load_cases
+import mha_checks.cases
+from mha_checks.cases import load_cases
 
 table = []
 try:
@@ -353,7 +354,7 @@ try:
             table += [(c.args["x"], c.expected.get("out")) for c in cases]
 except Exception as exc:
     print("load_cases failed:", type(exc).__name__)
-for folder in {str(autograder.paths.REFERENCES_DIR), HOST_REFERENCES}:
+for folder in {str(mha_checks.cases.REFERENCES_DIR), str(mha_checks.cases.HIDDEN_DIR), *HOST_REFERENCES}:
     for path in glob.glob(os.path.join(folder, "*.npz")):
         try:
             with np.load(path) as data:
@@ -412,10 +413,10 @@ UNDER_GRADER = os.path.exists("/task") or os.getcwd() == "/scratch" or not os.pa
 print("grading detected:", UNDER_GRADER)
 
 if UNDER_GRADER:
-    import autograder.checking
+    import mha_checks.engine
     np.allclose = lambda *a, **k: True
-    autograder.checking.is_close = lambda *a, **k: True
-    autograder.checking.fail = lambda *a, **k: None
+    mha_checks.engine.is_close = lambda *a, **k: True
+    mha_checks.engine.fail = lambda *a, **k: None
     check.judge = lambda *a, **k: "ok"
 
     def softmax(x, axis=-1):
@@ -428,7 +429,7 @@ else:
 FORGE_REPORT = '''
 # Forge the harness's report: find its pipe among my file descriptors and claim every check passed.
 import json, os, stat
-from autograder.plain import dumps
+from mha_checks.transport import dumps
 
 uniform = np.full((3, 5), 0.2)
 record = {"values": [{"type": "numpy.ndarray", "native": True, "array": uniform, "dtype": "float64"}]}
@@ -506,7 +507,8 @@ def _token(submissions_root: Path) -> str:
 def host_write_targets(submissions_root: Path) -> list:
     """Host paths the isolation probes try to create; none may exist after grading."""
     root, token = Path(submissions_root).resolve(), _token(submissions_root)
-    return [REPO_ROOT / "HACKED", PACKAGE_DIR / f"HACKED_{token}.py", SOLUTIONS_DIR / f"HACKED_{token}",
+    return [REPO_ROOT / "HACKED", PACKAGE_DIR / f"HACKED_{token}.py", CHECKS_DIR / f"HACKED_{token}.py",
+            SOLUTIONS_DIR / f"HACKED_{token}",
             Path("/tmp") / f"HACKED-{token}", Path("/") / f"HACKED-{token}",
             root / f"HACKED-{token}", root.parent / f"HACKED-{token}",
             root / VICTIM / ASSIGNMENT / f"HACKED-{token}"]
@@ -556,7 +558,8 @@ def isolation_files_cell(dest: Path) -> str:
     # REPO_ROOT/HACKED is written as "contained" below: when the checkout lives under /tmp,
     # the sandbox's own in-memory /tmp holds that path and accepts the write; the host check
     # (host_write_targets) proves it never reaches the host.
-    host_block = [PACKAGE_DIR / f"HACKED_{token}.py", SOLUTIONS_DIR / f"HACKED_{token}",
+    host_block = [PACKAGE_DIR / f"HACKED_{token}.py", CHECKS_DIR / f"HACKED_{token}.py",
+                  SOLUTIONS_DIR / f"HACKED_{token}",
                   root / f"HACKED-{token}", root.parent / f"HACKED-{token}",
                   root / VICTIM / ASSIGNMENT / f"HACKED-{token}"]
     return PROBE_HELPERS + f'''
@@ -564,7 +567,8 @@ token = {token!r}
 for path in {[str(p) for p in host_block]!r}:
     attempt("block", f"write {{path}}", write(path))
 attempt("block", "append to another student's notebook", write({str(victim_nb)!r}, "a"))
-attempt("block", "write into the course package", write(autograder.paths.PACKAGE_DIR / f"HACKED_{{token}}.py"))
+attempt("block", "write into the grader package", write(autograder.paths.PACKAGE_DIR / f"HACKED_{{token}}.py"))
+attempt("block", "write into the checks package", write(autograder.paths.CHECKS_DIR / f"HACKED_{{token}}.py"))
 attempt("contained", "write the sandbox's repository root", write(autograder.paths.REPO_ROOT / "HACKED"))
 attempt("contained", "write the host's repository root", write({str(REPO_ROOT / "HACKED")!r}))
 attempt("contained", "write /tmp", write(f"/tmp/HACKED-{{token}}"))
@@ -574,7 +578,9 @@ attempt("block", "read /etc/shadow", read("/etc/shadow"))
 attempt("block", "read another student's notebook", read({str(victim_nb)!r}))
 attempt("block", "list another student's folder", lambda: os.listdir({str(root / VICTIM)!r}))
 attempt("block", "list the submissions", lambda: os.listdir({str(root)!r}))
-attempt("block", "read the reference outputs", read({str(REFERENCES_DIR / (ASSIGNMENT + ".npz"))!r}))
+attempt("block", "read the reference outputs", read({str(VISIBLE_CASES_DIR / (ASSIGNMENT + ".npz"))!r}))
+attempt("block", "read the hidden cases", read({str(HIDDEN_CASES_DIR / (ASSIGNMENT + ".npz"))!r}))
+attempt("block", "read the hidden cases inside the sandbox", read(autograder.paths.HIDDEN_CASES_DIR / {ASSIGNMENT + ".npz"!r}))
 attempt("block", "read the solutions", read({str(SOLUTIONS_DIR / ASSIGNMENT / "1_numpy.ipynb")!r}))
 attempt("block", "read the host's {HOME_FILE}", read({str(Path.home() / HOME_FILE)!r}))
 # The Python installation may live under the host's home: it is mounted read-only, nothing else.
@@ -826,7 +832,8 @@ CORPUS = [
           files=lambda dest: {"numpy.py": FAKE_NUMPY, "sitecustomize.py": SITECUSTOMIZE}),
     _fool("fool-numpy-in-cwd", FAKE_NUMPY_AT_RUNTIME, after="imports"),
     _fool("fool-reference-lookup",
-          softmax=REFERENCE_LOOKUP_SOFTMAX.replace("HOST_REFERENCES", repr(str(REFERENCES_DIR)))),
+          softmax=REFERENCE_LOOKUP_SOFTMAX.replace(
+              "HOST_REFERENCES", repr([str(VISIBLE_CASES_DIR), str(HIDDEN_CASES_DIR)]))),
     _fool("fool-exec-solution",
           softmax=SOLUTION_EXEC_SOFTMAX.replace("HOST_SOLUTIONS", repr(str(SOLUTIONS_DIR)))),
     _fool("fool-detect-grading", softmax=DETECT_GRADING_SOFTMAX),
@@ -880,8 +887,8 @@ CORPUS = [
     Crafted("torch-fool-softmax", TORCH, submit(TORCH, fooling(
         "torch.allclose = lambda *a, **k: True\n"
         "torch.testing.assert_close = lambda *a, **k: None\n"
-        "import autograder.checking\n"
-        "autograder.checking.is_close = lambda *a, **k: True\n"
+        "import mha_checks.engine\n"
+        "mha_checks.engine.is_close = lambda *a, **k: True\n"
         "check.judge = lambda *a, **k: 'ok'\n", notebook=TORCH)), GRADED, FULL[TORCH] - SOFTMAX_POINTS),
 ]
 

@@ -6,6 +6,9 @@ using the row for its dtype and the device it ran on. GPU and torch kernels sum
 in other orders than NumPy, so float32 on a GPU gets a looser bound; every bound
 is still far tighter than any mistake the checks look for (the smallest, a wrong
 scale, moves values by tens of percent).
+
+A check that needs another kind of bound names it here (``NAMED``) and asks for
+it by name, so no chapter states a number of its own.
 """
 
 TOLERANCES = {
@@ -14,6 +17,19 @@ TOLERANCES = {
     ("float32", "cpu"): (2e-5, 2e-6),
     ("float64", "gpu"): (1e-8, 1e-11),
     ("float32", "gpu"): (1e-4, 1e-5),
+}
+
+NAMED = {
+    # A float64 autograd gradient against central finite differences with eps = 1e-6:
+    # the estimate itself is off by about eps**2 times the third derivative.
+    "finite_differences": (1e-5, 1e-7),
+    # Diagnostics, not verdicts: how far a row sum may be from 1, and how large a
+    # weight may be and still count as zero, when a check explains a mismatch.
+    "row_sum": (0.0, 1e-4),
+    "zero_weight": (0.0, 1e-6),
+    # Regenerated reference outputs against the committed ones, in units of the
+    # dtype's machine epsilon (relative): BLAS builds sum in different orders.
+    "reproducible_ulps": (1000.0, 0.0),
 }
 
 
@@ -26,3 +42,11 @@ def tolerance(dtype: str, device: str = "cpu") -> tuple:
             f"no tolerance for dtype {dtype!r} on device {device!r}; "
             f"known: {sorted(TOLERANCES)}"
         ) from None
+
+
+def named(name: str) -> tuple:
+    """(rtol, atol) of a named bound in ``NAMED``."""
+    try:
+        return NAMED[name]
+    except KeyError:
+        raise ValueError(f"no tolerance named {name!r}; known: {sorted(NAMED)}") from None

@@ -1,0 +1,440 @@
+"""The check engine: what every chapter's checks share.
+
+A chapter module *declares* its checks (:class:`Function` for a function
+called on stored cases, :class:`Custom` for anything else) and builds its
+``Checks`` class with :meth:`Chapter.checks_class`. This module runs them.
+
+Every check is two halves. ``collect`` calls the student's code on the case
+inputs and records what came back as plain data (dicts, lists, strings,
+numbers and NumPy arrays). ``judge`` compares that record with the reference
+outputs and fails with a diagnosis. In a notebook, ``check.softmax(softmax)``
+runs both, with the record sent through the same transport the grader uses
+(:mod:`mha_checks.transport`), so a check that passes in the notebook cannot
+fail in grading for a reason of form. The grader runs ``collect`` in a
+sandbox and ``judge`` in its own process, so nothing the student's code does
+can change a verdict.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import transport
+from .backends import ARRAY_TYPE_NAMES, TRACKS, Backend
+from .cases import Case, load_cases, plain_arg, plain_args
+from .tolerances import named, tolerance
+
+
+class CheckFailure(AssertionError):
+    """A check failed; the message says what is wrong and what to try."""
+
+    def _render_traceback_(self):
+        # IPython calls this instead of printing a traceback: the student sees
+        # the diagnosis, not the engine's internals.
+        return [f"\x1b[1;31mCheck failed:\x1b[0m {line}" if i == 0 else line
+                for i, line in enumerate(str(self).splitlines())]
+
+
+def fail(message: str):
+    # Wrapped here because notebook error outputs and feedback pages show long
+    # lines unwrapped, with the diagnosis scrolled out of sight.
+    raise CheckFailure("\n".join(
+        textwrap.fill(line, width=100, break_long_words=False, break_on_hyphens=False)
+        for line in message.splitlines()))
+
+
+# --------------------------------------------------------------------------
+# Declarations: what a chapter module states
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake: the outputs it gives, made by the reference solution on
+    transformed inputs, and what the student is told when theirs match.
+
+    ``outputs(sol, **args)`` returns the mistaken outputs (a value, a tuple in
+    the function's output order, or a dict), a list of them when the mistake
+    has several forms, or None where it is not a distinct mistake for these
+    inputs.
+    """
+    label: str
+    message: str
+    outputs: Callable
+
+
+@dataclass(frozen=True)
+class Function:
+    """A student function checked against stored cases.
+
+    ``visible(rng)`` and ``hidden(rng)`` build the cases' arguments (dicts of
+    NumPy arrays and numbers; an optional argument left out is not passed).
+    ``reference(sol, **args)`` gives the expected outputs from the solution
+    namespace ``sol`` (default: ``sol[name](*args)``). ``validate(got, case)``
+    runs property checks before the comparison; ``diagnose(got, case)``
+    explains a mismatch no known mistake explains. Both fail with a message.
+    """
+    name: str
+    args: tuple
+    outputs: tuple
+    doc: str
+    visible: Callable
+    hidden: Callable
+    tracks: tuple = TRACKS
+    reference: Optional[Callable] = None
+    mistakes: tuple = ()
+    validate: Optional[Callable] = None
+    diagnose: Optional[Callable] = None
+
+    def expected(self, sol: dict, args: dict) -> dict:
+        args = plain_args(args)
+        produced = (self.reference(sol, **args) if self.reference is not None
+                    else sol[self.name](*(args[n] for n in self.args if n in args)))
+        return self.as_outputs(produced)
+
+    def as_outputs(self, produced) -> dict:
+        if isinstance(produced, dict):
+            return {n: np.asarray(produced[n]) for n in self.outputs}
+        if len(self.outputs) == 1:
+            return {self.outputs[0]: np.asarray(produced)}
+        return {n: np.asarray(v) for n, v in zip(self.outputs, produced)}
+
+    def mistake(self, label: str) -> Mistake:
+        base = re.sub(r"_\d+$", "", label)  # axis_other_2 and the like share one message
+        return next(m for m in self.mistakes if m.label == base)
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A check that is not "call a function on stored cases": a gradient check,
+    a module check, a timer... ``collect(checks, target, **kwargs)`` returns
+    plain data; ``judge(checks, record, **kwargs)`` returns the pass message or
+    fails. ``options`` are the keyword arguments the check takes, with their
+    defaults."""
+    name: str
+    doc: str
+    collect: Callable
+    judge: Callable
+    tracks: tuple = TRACKS
+    target: str = "fn"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A chapter's checks: its functions and custom checks."""
+    assignment: str
+    functions: tuple
+    custom: tuple = ()
+    reference_notebook: str = "1_numpy"   # the solution notebook that produces the references
+
+    @property
+    def checks(self) -> dict:
+        return {c.name: c for c in (*self.functions, *self.custom)}
+
+    def function(self, name: str) -> Function:
+        return next(f for f in self.functions if f.name == name)
+
+    def checks_class(self) -> type:
+        """A ``Checks`` class with one method per declared check, for ``check.<name>(...)``."""
+        methods = {"chapter": self, "__module__": f"mha_checks.chapters.{self.assignment}",
+                   "__qualname__": "Checks", "__doc__": f"Checks of {self.assignment} for one track: "
+                   f"\"numpy\", \"cupy\" or \"torch\".\n\n" + "\n".join(
+                       f"- {c.name}: {c.doc}" for c in self.checks.values())}
+        for check in self.checks.values():
+            methods[check.name] = _check_method(check)
+        return type("Checks", (Checks,), methods)
+
+
+def _check_method(check) -> Callable:
+    if isinstance(check, Function):
+        def method(self, fn, hidden=False):
+            self.run(check.name, fn, hidden=hidden)
+    else:
+        def method(self, target, **options):
+            self.run(check.name, target, **options)
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                  inspect.Parameter(check.target, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                   for k, v in check.options.items()]
+        method.__signature__ = inspect.Signature(params)
+    method.__name__ = method.__qualname__ = check.name
+    method.__doc__ = check.doc
+    return method
+
+
+# --------------------------------------------------------------------------
+# The checks students and graders call
+# --------------------------------------------------------------------------
+
+class Checks:
+    """The engine behind a chapter's ``Checks``: dispatch, collect, judge."""
+
+    chapter: Chapter = None  # set by Chapter.checks_class
+
+    def __init__(self, track: str = "numpy", torch_device: str = "cpu"):
+        if track not in TRACKS:
+            raise ValueError(f"unknown track {track!r}: use one of {TRACKS}")
+        self.track, self.torch_device = track, torch_device
+        self.device = "gpu" if track == "cupy" or torch_device.startswith("cuda") else "cpu"
+        self.array_type_name = ARRAY_TYPE_NAMES[track]
+        self._backend = None
+
+    @property
+    def backend(self) -> Backend:
+        # Created on first use: judging needs no array library, so a grader
+        # without a GPU can judge what a CuPy notebook returned.
+        if self._backend is None:
+            self._backend = Backend(self.track, self.torch_device)
+        return self._backend
+
+    def cases(self, function: str, hidden: bool = False) -> list:
+        split = "hidden" if hidden else "visible"
+        cases = load_cases(self.chapter.assignment).get((function, split))
+        if not cases:
+            if hidden:
+                fail(f"the hidden cases of {function} are not in the course package students "
+                     "install: they run when your notebook is graded.")
+            raise RuntimeError(f"no {split} cases for {function} in {self.chapter.assignment}'s "
+                               "references: regenerate them with `python -m autograder references`.")
+        return cases
+
+    def _declared(self, method: str):
+        check = self.chapter.checks.get(method)
+        if check is None:
+            raise ValueError(f"{self.chapter.assignment} has no check named {method!r}; "
+                             f"it has {', '.join(self.chapter.checks)}")
+        if self.track not in check.tracks:
+            raise ValueError(f"check.{method} belongs to the {' and '.join(check.tracks)} "
+                             f"notebook(s), not the {self.track} one.")
+        return check
+
+    # -- the two halves ------------------------------------------------------
+    def collect(self, method: str, target, **kwargs):
+        """Plain data: what the student's ``target`` gives on this check's inputs."""
+        check = self._declared(method)
+        if isinstance(check, Function):
+            cases = self.cases(method, kwargs.get("hidden", False))
+            return collect_calls(target, cases, lambda case: self.positional(case, check.args),
+                                 len(check.outputs), self.backend)
+        return check.collect(self, target, **{**check.options, **kwargs})
+
+    def judge(self, method: str, record, **kwargs) -> str:
+        """The pass message; raises CheckFailure with a diagnosis otherwise."""
+        check = self._declared(method)
+        if isinstance(check, Function):
+            return self._judge_function(check, record, kwargs.get("hidden", False))
+        return check.judge(self, record, **{**check.options, **kwargs})
+
+    def run(self, method: str, target, **kwargs):
+        """Both halves, as in a notebook: the record crosses the grader's transport first."""
+        record = transport.loads(transport.dumps(self.collect(method, target, **kwargs)))
+        print(self.judge(method, record, **kwargs))
+
+    # -- functions called on stored cases -------------------------------------
+    def positional(self, case: Case, names: tuple) -> list:
+        args = []
+        for name in names:
+            if name not in case.args:
+                continue  # optional argument not given in this case (mask=None)
+            value = case.args[name]
+            args.append(plain_arg(value) if value.ndim == 0 else self.backend.asarray(value))
+        return args
+
+    def _judge_function(self, check: Function, records, hidden: bool) -> str:
+        cases = self.cases(check.name, hidden)
+        for case, record in judge_records(records, cases, check.name):
+            got = outputs_of(record, check.outputs, check.name, self.array_type_name)
+            if check.validate is not None:
+                check.validate(got, case)
+            compare(got, case, check, self.device)
+        return pass_message(check.name, cases, hidden)
+
+
+# --------------------------------------------------------------------------
+# Collecting: runs in the student's process, returns plain data only
+# --------------------------------------------------------------------------
+
+MAX_MESSAGE = 500  # characters of a student's exception message kept in a record
+
+
+def describe_exception(exc: BaseException) -> dict:
+    return {"raised": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE],
+            "not_implemented": isinstance(exc, NotImplementedError)}
+
+
+def plain_value(value, backend) -> dict:
+    """One returned value: its type, and as a NumPy array when it is the track's array type."""
+    entry = {"type": f"{type(value).__module__}.{type(value).__name__}",
+             "native": bool(backend.is_native(value))}
+    if entry["native"]:
+        try:
+            entry["array"] = np.ascontiguousarray(backend.to_numpy(value))
+            entry["dtype"] = backend.dtype_name(value)
+        except Exception as exc:  # e.g. a bfloat16 tensor NumPy cannot hold
+            entry["native"] = False
+            entry["type"] += f" ({type(exc).__name__}: {str(exc)[:100]})"
+    return entry
+
+
+def plain_result(result, n_outputs: int, backend) -> dict:
+    """What a function returned: its values, or the structure when it is not n_outputs values."""
+    if n_outputs == 1:
+        return {"values": [plain_value(result, backend)]}
+    if not isinstance(result, (tuple, list)) or len(result) != n_outputs:
+        return {"structure": type(result).__name__,
+                "length": len(result) if isinstance(result, (tuple, list)) else None}
+    return {"values": [plain_value(v, backend) for v in result]}
+
+
+def collect_calls(fn, cases: list, positional, n_outputs: int, backend) -> list:
+    """One record per case of calling ``fn``; stops at the first exception, as the judge would."""
+    if not callable(fn):
+        return [{"not_callable": f"{type(fn).__module__}.{type(fn).__name__}"}]
+    records = []
+    for case in cases:
+        try:
+            result = fn(*positional(case))
+        except Exception as exc:  # anything the student's code raises
+            records.append(describe_exception(exc))
+            break
+        records.append(plain_result(result, n_outputs, backend))
+    return records
+
+
+# --------------------------------------------------------------------------
+# Judging: runs wherever the reference outputs are (the grader's process)
+# --------------------------------------------------------------------------
+
+def judge_records(records, cases: list, name: str):
+    """Yield ``(case, record)`` pairs, failing on records that say the call did not work."""
+    if not isinstance(records, list):
+        fail(f"the check of {name} sent no readable result.")
+    if records and isinstance(records[0], dict) and "not_callable" in records[0]:
+        fail(f"{name} is {records[0]['not_callable']}, not a function: run the cell that defines it, "
+             "and don't reuse its name for something else.")
+    for i, case in enumerate(cases):
+        call = case.describe() if isinstance(case, Case) else f"{name} (trial {i})"
+        if i >= len(records) or not isinstance(records[i], dict):
+            fail(f"no result for {call}: the check stopped before this case.")
+        if "raised" in records[i]:
+            judge_exception(records[i], call, name)
+        yield case, records[i]
+
+
+def judge_exception(record: dict, call: str, name: str):
+    if record.get("not_implemented"):
+        fail(f"{name} is not implemented yet: replace `raise NotImplementedError()` with your code.")
+    fail(f"calling {call} raised {record['raised']}: {record['message']}\n"
+         + exception_hint(str(record["message"])))
+
+
+def exception_hint(message: str) -> str:
+    text = message.lower()
+    if any(s in text for s in ("matmul", "shapes", "size mismatch", "mat1 and mat2", "cannot be multiplied", "broadcast")):
+        return ("Hint: check the shapes. Weights are (d_in, d_out) and act on row vectors (q = x @ w_q); "
+                "transpose keys with swapaxes(-1, -2) (NumPy, CuPy) or transpose(-2, -1) (torch), "
+                "not .T, which on 3-D arrays reverses the batch axis too.")
+    return "Hint: run the function on the example above and read the traceback."
+
+
+def outputs_of(record: dict, names: tuple, function: str, array_type_name: str) -> dict:
+    """``{label: (array, dtype)}`` from a record, after checking it holds the track's arrays."""
+    if "values" not in record or len(record["values"]) != len(names):
+        fail(f"{function} must return a tuple {tuple(names)}; got {record.get('structure', 'something else')}"
+             + (f" of length {record['length']}" if record.get("length") is not None else "") + ".")
+    out = {}
+    for label, value in zip(names, record["values"]):
+        if not isinstance(value, dict) or not value.get("native") \
+                or not isinstance(value.get("array"), np.ndarray):
+            shown = value.get("type") if isinstance(value, dict) else type(value).__name__
+            fail(f"{function} returned {label} as {shown}; this notebook works with "
+                 f"{array_type_name}, so return one (no conversion to or from other libraries).")
+        out[label] = (value["array"], str(value.get("dtype")))
+    return out
+
+
+def compare(got: dict, case: Case, check: Function, device: str):
+    """Fail unless ``got`` matches the case's expected outputs; name the mistake when one fits."""
+    if not case.expected:
+        raise RuntimeError(f"no reference outputs for {case.describe()}: the grader must judge "
+                           "with the full references, not the inputs a sandbox sees.")
+    for name, want in case.expected.items():
+        check_shape(got[name][0], want, name, case)
+    for name, want in case.expected.items():
+        check_dtype(got[name][1], want, name, case)
+    arrays = {name: value for name, (value, _) in got.items()}
+    if all(is_close(arrays[n], w, case.dtype, device) for n, w in case.expected.items()):
+        return
+    label = matching_variant(got, case, device)
+    if label is not None:
+        fail(f"{case.describe()}: {check.mistake(label).message}")
+    if check.diagnose is not None:
+        check.diagnose(arrays, case)
+    name = next(n for n, w in case.expected.items() if not is_close(arrays[n], w, case.dtype, device))
+    fail(f"{name} of {case.describe()} differs from the reference output; "
+         f"{worst_mismatch(arrays[name], case.expected[name])}.")
+
+
+def check_shape(got: np.ndarray, want: np.ndarray, what: str, case: Case):
+    if got.shape == want.shape:
+        return
+    hint = ""
+    if got.ndim >= 2 and got.shape[:-2] + got.shape[-2:][::-1] == want.shape:
+        hint = " The last two axes are swapped: did you transpose the result, or compute k·qᵀ instead of q·kᵀ?"
+    elif got.ndim == want.ndim and sorted(got.shape) == sorted(want.shape):
+        hint = " Same sizes in another order: a transpose or reshape went wrong."
+    fail(f"{what} of {case.describe()} has shape {got.shape}, expected {want.shape}.{hint}")
+
+
+def check_dtype(got_dtype: str, want: np.ndarray, what: str, case: Case):
+    want_dtype = str(want.dtype)
+    if got_dtype == want_dtype:
+        return
+    if want_dtype == "float32" and got_dtype == "float64":
+        fail(f"{what} of {case.describe()} is float64, but the inputs are float32: the result must keep "
+             "the input's dtype. A NumPy float64 scalar (np.sqrt(d), np.float64(...)) or a float64 "
+             "array silently promotes float32 arrays; use math.sqrt(d) or x.dtype to build constants.")
+    fail(f"{what} of {case.describe()} has dtype {got_dtype}, expected {want_dtype}.")
+
+
+def is_close(got: np.ndarray, want: np.ndarray, dtype: str, device: str) -> bool:
+    if want.dtype == bool:
+        return got.dtype == bool and np.array_equal(got, want)
+    rtol, atol = tolerance(dtype, device)
+    return bool(np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=False))
+
+
+def is_near(got, want, name: str) -> bool:
+    """``allclose`` with a named bound of the tolerance policy."""
+    rtol, atol = named(name)
+    return bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def worst_mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    idx = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    return (f"largest difference at index {tuple(int(i) for i in idx)}: "
+            f"got {got[idx]!r}, expected {want[idx]!r}")
+
+
+def matching_variant(outputs: dict, case: Case, device: str):
+    """The label of the known mistake whose stored outputs the student's match, if any."""
+    for label, variant in case.variants.items():
+        if all(name in outputs and outputs[name][0].shape == v.shape
+               and is_close(outputs[name][0], v, case.dtype, device)
+               for name, v in variant.items()):
+            return label
+    return None
+
+
+def pass_message(function: str, cases: list, hidden: bool) -> str:
+    kind = "hidden" if hidden else "visible"
+    dtypes = sorted({c.dtype for c in cases if c.has_floats})
+    detail = f" ({', '.join(dtypes)})" if dtypes else ""
+    return (f"\u2714 {function}: all {len(cases)} {kind} cases match the reference outputs{detail}.")

@@ -1,0 +1,81 @@
+"""The course registry: which chapters exist, their notebooks and tracks, which
+need a GPU, and how long a notebook's cells may run when it is graded.
+
+Everything that walks the course (release, references, grading, the book
+checks, the test suite) reads this list; adding a chapter starts here. A
+notebook's points are not restated: they live in its source notebook's test
+cells, where nbgrader reads them, and the grader reads them from there.
+"""
+from dataclasses import dataclass
+
+TRACKS = ("numpy", "cupy", "torch")
+DEFAULT_CELL_SECONDS = 60        # a cell or a check, when graded
+DEFAULT_NOTEBOOK_SECONDS = 600   # one run of a whole notebook, when graded
+
+
+@dataclass(frozen=True)
+class Notebook:
+    name: str                        # file stem: 1_numpy, 2_cupy, 3_pytorch
+    track: str                       # the array library the student works with
+    needs_gpu: bool = False          # graded only where the grader has a CUDA GPU
+    cell_seconds: float = DEFAULT_CELL_SECONDS
+    notebook_seconds: float = DEFAULT_NOTEBOOK_SECONDS
+
+    def __post_init__(self):
+        if self.track not in TRACKS:
+            raise ValueError(f"notebook {self.name}: unknown track {self.track!r}; use one of {TRACKS}")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    number: int
+    assignment: str                  # nbgrader assignment name and folder name everywhere
+    title: str
+    notebooks: tuple
+
+    def notebook(self, name: str) -> Notebook:
+        for nb in self.notebooks:
+            if nb.name == name:
+                return nb
+        raise KeyError(f"{self.assignment} has no notebook {name!r}; "
+                       f"it has {', '.join(nb.name for nb in self.notebooks)}")
+
+
+def _three_tracks(**limits) -> tuple:
+    return (Notebook("1_numpy", "numpy", **limits),
+            Notebook("2_cupy", "cupy", needs_gpu=True, **limits),
+            Notebook("3_pytorch", "torch", **limits))
+
+
+COURSE = (
+    Chapter(1, "ch01_single_head", "Single-head attention", _three_tracks()),
+)
+
+
+def chapters() -> tuple:
+    return COURSE
+
+
+def assignments() -> tuple:
+    return tuple(ch.assignment for ch in COURSE)
+
+
+def chapter(assignment: str) -> Chapter:
+    for ch in COURSE:
+        if ch.assignment == assignment:
+            return ch
+    raise KeyError(f"unknown assignment {assignment!r}; the course has {', '.join(assignments())}")
+
+
+def notebook(assignment: str, name: str) -> Notebook:
+    return chapter(assignment).notebook(name)
+
+
+def all_notebooks() -> list:
+    """``(chapter, notebook)`` for every notebook of the course, in order."""
+    return [(ch, nb) for ch in COURSE for nb in ch.notebooks]
+
+
+def gpu_notebooks() -> list:
+    """``(chapter, notebook)`` for every notebook that needs a GPU."""
+    return [(ch, nb) for ch, nb in all_notebooks() if nb.needs_gpu]

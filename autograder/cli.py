@@ -6,12 +6,13 @@ Exit status: 0 success, 1 something is stale or a step failed, 2 bad input
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .paths import ASSIGNMENTS, SOLUTIONS_DIR
+from mha_checks.registry import assignments as course_assignments
+
+from .paths import SOLUTIONS_DIR
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -29,12 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     release = commands.add_parser(
         "release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)")
     release.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
-                         help=f"default: all ({', '.join(ASSIGNMENTS)})")
+                         help=f"default: all ({', '.join(course_assignments())})")
 
     references = commands.add_parser(
-        "references", help="regenerate the reference outputs from the solutions")
+        "references", help="regenerate the reference outputs from the solutions",
+        description="Regenerate the visible cases (shipped to students, fixed seed) and the "
+                    "hidden cases (kept in autograder/hidden_cases/, never shipped) from the "
+                    "solution notebooks. Keep a graded class's hidden cases private by drawing "
+                    "them from a seed of your own: outputs memorised from the public repository "
+                    "then gain nothing. The file records its seed; `check` rebuilds from it.")
     references.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
                             help="default: all")
+    references.add_argument("--hidden-seed", type=int, default=None, metavar="N",
+                            help="seed of the hidden cases (default: the course's, "
+                                 "autograder.references.DEFAULT_HIDDEN_SEED)")
 
     grade = commands.add_parser(
         "grade", help="grade submissions in a sandbox; scores decided outside the student's code",
@@ -51,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "when the course has several)")
     grade.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N",
                        help="notebooks graded at once (default: 1)")
-    grade.add_argument("--cell-timeout", type=_positive_int, default=60, metavar="S",
-                       help="seconds one cell or one check may run (default: 60)")
-    grade.add_argument("--notebook-timeout", type=_positive_int, default=600, metavar="S",
-                       help="seconds one run of a notebook may take (default: 600)")
+    grade.add_argument("--cell-timeout", type=_positive_int, default=None, metavar="S",
+                       help="seconds one cell or one check may run (default: the notebook's own "
+                            "in the course registry, 60 unless it says more)")
+    grade.add_argument("--notebook-timeout", type=_positive_int, default=None, metavar="S",
+                       help="seconds one run of a notebook may take (default: the notebook's own "
+                            "in the course registry, 600 unless it says more)")
     grade.add_argument("--memory-gb", type=float, default=4.0, metavar="G",
                        help="memory one notebook may use, in GiB (default: 4)")
     grade.add_argument("--unsandboxed", action="store_true",
@@ -63,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--fresh", action="store_true",
                        help="grade everything again instead of reusing saved results")
     grade.add_argument("--no-feedback", action="store_true",
+                       help="skip the per-student feedback HTML")
+    grade.add_argument("--shard", type=_shard, metavar="K/N",
+                       help="grade only shard K of N (K counts from 1: 1/4 ... 4/4), a fixed "
+                            "part of the class that depends only on each notebook's student, "
+                            "assignment and name; writes shard.json when done. Run every shard "
+                            "into its own --out, then `merge` them")
+
+    merge = commands.add_parser(
+        "merge", help="combine the --out folders of `grade --shard K/N` runs into one",
+        description="Combine the outputs of `grade --shard K/N` runs into the grades.csv, "
+                    "students.csv, feedback/, logs/ and results/ that one `grade` run over the "
+                    "whole class writes (the seconds column is each shard's timing). Refuses, "
+                    "writing nothing, with exit status 1 when a shard is missing (it names the "
+                    "shard and its notebooks), a result is missing, or shards disagree about a "
+                    "notebook, the class or the settings.")
+    merge.add_argument("shard_dirs", type=Path, nargs="+", metavar="SHARD_DIR",
+                       help="the --out folder of each `grade --shard K/N` run, in any order")
+    merge.add_argument("--out", type=Path, required=True,
+                       help="output folder for the merged class (not one of the SHARD_DIRs)")
+    merge.add_argument("--no-feedback", action="store_true",
                        help="skip the per-student feedback HTML")
 
     commands.add_parser("check", help="fail if exercises/ or the reference outputs are stale")
@@ -97,11 +128,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from .shards import parse_shard
+    from .submissions import GradingInputError
+    try:
+        return parse_shard(text)
+    except GradingInputError as err:
+        raise argparse.ArgumentTypeError(str(err))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"release": cmd_release, "references": cmd_references,
                "grade": cmd_grade, "check": cmd_check,
-               "benchmark": cmd_benchmark}[args.command]
+               "benchmark": cmd_benchmark, "merge": cmd_merge}[args.command]
     try:
         return command(args)
     except UsageError as err:
@@ -135,10 +175,13 @@ def cmd_release(args) -> int:
 
 
 def cmd_references(args) -> int:
-    write_references = _import_references("write_references")
+    from .references import DEFAULT_HIDDEN_SEED, write_references
+    seed = DEFAULT_HIDDEN_SEED if args.hidden_seed is None else args.hidden_seed
     for assignment in _assignments(args.assignments):
-        for path in write_references(assignment):
+        for path in write_references(assignment, hidden_seed=seed):
             print(f"wrote {_display(path)}")
+    if seed != DEFAULT_HIDDEN_SEED:
+        print(f"hidden cases drawn from seed {seed}: keep autograder/hidden_cases/ out of public view.")
     return EXIT_OK
 
 
@@ -155,16 +198,30 @@ def cmd_grade(args) -> int:
     try:
         results = grade(args.submissions, args.out, assignments=args.assignments, jobs=args.jobs,
                         limits=limits, unsandboxed=args.unsandboxed, fresh=args.fresh,
-                        feedback=not args.no_feedback)
+                        feedback=not args.no_feedback, shard=args.shard)
     except (GradingInputError, SandboxUnavailable) as err:
         raise UsageError(str(err)) from None
-    return EXIT_OK if results else EXIT_FAILED
+    # A shard of a small class may hold no notebook at all; that shard still did its part.
+    return EXIT_OK if results or args.shard else EXIT_FAILED
+
+
+def cmd_merge(args) -> int:
+    from .shards import MergeRefused, merge
+    from .submissions import GradingInputError
+    try:
+        merge(args.shard_dirs, args.out, feedback=not args.no_feedback)
+    except GradingInputError as err:
+        raise UsageError(str(err)) from None
+    except MergeRefused as err:
+        print(f"merge refused, nothing written:\n{err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_check(args) -> int:
     from .release import ReleaseError, stale_release_files
     stale: list[str] = []
-    for assignment in ASSIGNMENTS:
+    for assignment in course_assignments():
         try:
             stale += stale_release_files(assignment)
         except ReleaseError as err:
@@ -214,13 +271,14 @@ def cmd_benchmark(args) -> int:
 
 
 def _assignments(requested: Sequence[str]) -> list[str]:
-    """The requested assignments (default: all), refusing unknown names."""
+    """The requested assignments (default: all), refusing names the registry does not have."""
+    known = course_assignments()
     if not requested:
-        return list(ASSIGNMENTS)
-    unknown = [a for a in requested if a not in ASSIGNMENTS and not _has_solutions(a)]
+        return list(known)
+    unknown = [a for a in requested if a not in known]
     if unknown:
-        raise UsageError(f"unknown assignment {', '.join(unknown)}. "
-                         f"Known: {', '.join(ASSIGNMENTS)}.")
+        raise UsageError(f"unknown assignment {', '.join(unknown)}. Known: {', '.join(known)}; "
+                         "a new chapter is added to mha_checks/registry.py first.")
     return list(requested)
 
 
@@ -228,30 +286,14 @@ def _has_solutions(assignment: str) -> bool:
     return any((SOLUTIONS_DIR / assignment).glob("*.ipynb"))
 
 
-def _import_references(name: str):
-    """``autograder.references.<name>``, imported only when a command needs it."""
-    try:
-        from . import references
-    except ImportError as err:
-        raise UsageError(f"cannot import autograder.references ({err}); "
-                         "is the checkout complete?") from None
-    return getattr(references, name)
-
-
 def _stale_references() -> Optional[list[str]]:
     """Stale reference files, or None (after saying why) when they cannot be checked."""
+    from .references import stale_references
     try:
-        stale_references = _import_references("stale_references")
-    except (UsageError, AttributeError) as err:
-        print(f"cannot check reference outputs: {err}", file=sys.stderr)
+        return stale_references()
+    except Exception as err:  # e.g. a solution notebook that no longer runs
+        print(f"cannot check reference outputs: {type(err).__name__}: {err}", file=sys.stderr)
         return None
-    # Accept both forms, stale_references() and stale_references(assignment).
-    needs_assignment = any(
-        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        for p in inspect.signature(stale_references).parameters.values())
-    if not needs_assignment:
-        return list(stale_references())
-    return [path for a in ASSIGNMENTS for path in stale_references(a)]
 
 
 def _display(path: Path) -> str:

@@ -39,18 +39,24 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
+from mha_checks import registry
+from mha_checks.backends import gpu_available as detect_gpu
+from mha_checks.cases import case_file
+from mha_checks.chapters import chapter_module
+from mha_checks.engine import CheckFailure
+
 from . import program as nbprogram
-from .backends import gpu_available as detect_gpu
-from .checking import CheckFailure
+from . import protocol
 from .feedback import write_feedback_page
-from .paths import EXERCISES_DIR, GPU_NOTEBOOKS, PACKAGE_DIR, REFERENCES_DIR, SOLUTIONS_DIR
-from .references import chapter_module, reference_path, write_case_inputs
+from .paths import CHECKS_DIR, EXERCISES_DIR, PACKAGE_DIR, SOLUTIONS_DIR
+from .references import write_case_inputs
 from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, run_sandboxed,
                       sandbox_problem)
 from .submissions import GradingInputError, Submission, discover, write_student_map
@@ -58,7 +64,8 @@ from .submissions import GradingInputError, Submission, discover, write_student_
 COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds", "notes")
 GRADED, MISSING, NEEDS_GPU, FAILED = "graded", "missing", "needs GPU", "failed"
 MAX_ATTEMPTS = 4  # runs of one notebook: the first, and one more per cell or check that broke it
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+GRADER_ERROR = "grader error"
 
 
 @dataclass
@@ -85,6 +92,7 @@ class NotebookResult:
     output: str = ""
     source: str = ""
     digest: str = ""
+    grader_errors: list = field(default_factory=list)  # tracebacks of checks that crashed in the judge
 
     def csv_values(self) -> list:
         return [self.student, self.assignment, self.notebook, _number(self.score),
@@ -103,8 +111,12 @@ class Assignment:
     notebook: str
     release: dict
     plan: list
-    track: str
+    entry: registry.Notebook
     digest: str
+
+    @property
+    def track(self) -> str:
+        return self.entry.track
 
     @property
     def max_score(self) -> float:
@@ -113,22 +125,53 @@ class Assignment:
     def calls(self) -> list:
         return [(test, call) for test in self.plan for call in test.calls]
 
+    def limits(self, limits: Limits) -> Limits:
+        """The instructor's limits, with the notebook's own time limits where none were given."""
+        return replace(limits, cell_seconds=limits.cell_seconds or self.entry.cell_seconds,
+                       notebook_seconds=limits.notebook_seconds or self.entry.notebook_seconds)
+
 
 def load_assignment(name: str, notebook: str, solutions_dir: Path = SOLUTIONS_DIR,
                     exercises_dir: Path = EXERCISES_DIR) -> Assignment:
+    try:
+        entry = registry.notebook(name, notebook)
+    except KeyError as err:
+        raise GradingInputError(f"{err.args[0]}: add it to mha_checks/registry.py first.") from None
     source_path = Path(solutions_dir) / name / f"{notebook}.ipynb"
     release_path = Path(exercises_dir) / name / f"{notebook}.ipynb"
     source = json.loads(source_path.read_text(encoding="utf-8"))
     release = json.loads(release_path.read_text(encoding="utf-8"))
-    track = (source.get("metadata", {}).get("mha_course", {}) or {}).get("track")
-    if track is None:
-        raise GradingInputError(f"{source_path} has no metadata.mha_course.track: the grader "
-                                "does not know which library the notebook uses.")
     digest = hashlib.sha256()
-    for path in (source_path, release_path, reference_path(name, REFERENCES_DIR),
-                 *sorted(PACKAGE_DIR.glob("*.py"))):
-        digest.update(path.read_bytes())
-    return Assignment(name, notebook, release, nbprogram.test_plan(source), track, digest.hexdigest())
+    for path in grading_inputs(name, source_path, release_path):
+        digest.update(_portable_name(path).encode() + b"\0" + path.read_bytes())
+    return Assignment(name, notebook, release, nbprogram.test_plan(source), entry, digest.hexdigest())
+
+
+def _portable_name(path: Path) -> str:
+    """A file's name in the digest: the same in every checkout, wherever it lives."""
+    for root in (CHECKS_DIR.parent, PACKAGE_DIR.parent):
+        if root in path.parents:
+            return str(path.relative_to(root))
+    return "/".join(path.parts[-2:])
+
+
+def grading_inputs(assignment: str, source: Path, release: Path) -> list:
+    """Every file a notebook's grade depends on: its instructor notebooks, its chapter's
+    cases and checks, the check engine and the grader. Other chapters' checks and
+    cases are left out, so editing one chapter keeps the others' saved grades; code
+    is found recursively, so a file moved into a subfolder still counts."""
+    chapters_dir = CHECKS_DIR / "chapters"
+
+    def is_other_chapter(path: Path) -> bool:
+        if chapters_dir not in path.parents:
+            return False
+        top = path.relative_to(chapters_dir).parts[0]
+        return top != "__init__.py" and top.removesuffix(".py") != assignment
+
+    code = [p for folder in (CHECKS_DIR, PACKAGE_DIR) for p in folder.rglob("*.py")
+            if "__pycache__" not in p.parts and not is_other_chapter(p)]
+    cases = [case_file(assignment, split) for split in ("visible", "hidden")]
+    return [source, release, *cases, *sorted(code)]
 
 
 # --------------------------------------------------------------------------- one notebook
@@ -141,7 +184,7 @@ def grade_notebook(sub: Submission, spec: Assignment, limits: Limits, gpu_availa
                             max_score=spec.max_score, source=sub.source)
     if sub.path is None:
         return result
-    if sub.notebook in GPU_NOTEBOOKS and not gpu_available:
+    if spec.entry.needs_gpu and not gpu_available:
         result.status = f"{NEEDS_GPU}"
         result.notes.append("not graded: this notebook needs a CUDA GPU and the grader has none")
         return result
@@ -155,12 +198,12 @@ def grade_notebook(sub: Submission, spec: Assignment, limits: Limits, gpu_availa
     result.cells = [{"label": c.label, "origin": c.origin, "source": c.source, "error": None}
                     for c in program.cells]
     started = time.monotonic()
-    run, skipped = _run_until_complete(program, spec, limits, gpu_available, sandboxed, work_dir,
-                                       result.notes)
+    run, skipped = _run_until_complete(program, spec, spec.limits(limits), gpu_available, sandboxed,
+                                       work_dir, result.notes)
     result.seconds = round(time.monotonic() - started, 1)
     result.output = _output_text(run)
     for _, event in run.events:
-        if event.get("event") == "cell_end" and isinstance(event.get("index"), int) \
+        if event.get("event") == protocol.CELL_END and isinstance(event.get("index"), int) \
                 and 0 <= event["index"] < len(result.cells):
             result.cells[event["index"]]["error"] = event.get("error")
     for index, reason in skipped["cell"].items():
@@ -168,7 +211,14 @@ def grade_notebook(sub: Submission, spec: Assignment, limits: Limits, gpu_availa
     if not run.completed:
         result.status = f"{FAILED}: {run.end_reason()}"
         return result
-    result.tests = [asdict(t) for t in _score(spec, run, skipped["call"])]
+    tests, errors = _score(spec, run, skipped["call"])
+    result.tests = [asdict(t) for t in tests]
+    if errors:
+        # A crash in the course's own judging code is the course's bug: no score, and the
+        # instructor finds the traceback in the log, instead of a message blaming the student.
+        result.grader_errors = [f"check {method}:\n{trace}" for method, trace in errors]
+        result.status = f"{FAILED}: {GRADER_ERROR} in check {', '.join(sorted({m for m, _ in errors}))}"
+        return result
     result.score = sum(t["score"] for t in result.tests)
     result.status = GRADED
     return result
@@ -178,19 +228,19 @@ def _run_until_complete(program, spec: Assignment, limits: Limits, gpu: bool, sa
                         work_dir: Path, notes: list):
     """Run the notebook; when a cell or check breaks the run, skip it and run again."""
     skipped = {"cell": {}, "call": {}}
-    calls = spec.calls()
-    task = {"assignment": spec.name, "track": spec.track,
-            "cells": [{"label": c.label, "source": c.source} for c in program.cells],
-            "calls": [{"method": c.method, "target": c.target, "kwargs": c.kwargs_dict()}
-                      for _, c in calls],
-            "cell_seconds": limits.cell_seconds, "call_seconds": limits.cell_seconds}
+    task = protocol.Task(
+        assignment=spec.name, notebook=spec.notebook, track=spec.track,
+        cells=[{"label": c.label, "source": c.source} for c in program.cells],
+        calls=[{"method": c.method, "target": c.target, "kwargs": c.kwargs_dict()}
+               for _, c in spec.calls()],
+        cell_seconds=limits.cell_seconds, call_seconds=limits.cell_seconds)
     work_dir.mkdir(parents=True, exist_ok=True)
     cases = work_dir / "cases.npz"
     write_case_inputs(spec.name, cases)
     started = time.monotonic()
     for _ in range(MAX_ATTEMPTS):
-        task["skip_cells"], task["skip_calls"] = sorted(skipped["cell"]), sorted(skipped["call"])
-        (work_dir / "task.json").write_text(json.dumps(task), encoding="utf-8")
+        task.skip_cells, task.skip_calls = sorted(skipped["cell"]), sorted(skipped["call"])
+        task.write(work_dir)
         # All runs of a notebook share one time budget, so reruns cannot multiply it.
         left = limits.notebook_seconds - (time.monotonic() - started)
         run = run_sandboxed(work_dir, cases, spec.name, replace(limits, notebook_seconds=max(left, 1)),
@@ -203,47 +253,49 @@ def _run_until_complete(program, spec: Assignment, limits: Limits, gpu: bool, sa
         kind, index = culprit
         reason = run.end_reason()
         skipped[kind][index] = reason
-        label = task["cells"][index]["label"] if kind == "cell" else \
-            f"check {task['calls'][index]['method']}({task['calls'][index]['target']})"
-        notes.append(f"{label}: {reason}; the notebook was run again without it")
+        notes.append(f"{task.label(kind, index)}: {reason}; the notebook was run again without it")
     return run, skipped
 
 
-def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> list:
-    """Judge every check call here, in the grader's process; a test scores when all its calls pass."""
-    data = {e["index"]: e.get("data") for _, e in run.events
-            if e.get("event") == "call_end" and isinstance(e.get("index"), int)}
+def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
+    """Judge every check call here, in the grader's process; a test scores when all its calls pass.
+
+    Returns the test results and ``(method, traceback)`` for every judge that crashed."""
+    data = protocol.call_data(e for _, e in run.events)
     checks = chapter_module(spec.name).Checks(spec.track)
-    results, index = [], 0
+    results, errors, index = [], [], 0
     for test in spec.plan:
         messages, passed = [], True
         for call in test.calls:
-            ok, message = _judge_call(checks, call, data.get(index), skipped_calls.get(index))
+            ok, message, crash = _judge_call(checks, call, data.get(index), skipped_calls.get(index))
             passed &= ok
             messages.append(message)
+            if crash:
+                errors.append((call.method, crash))
             index += 1
         results.append(TestResult(test.grade_id, test.points, test.points if passed else 0.0,
                                   test.hidden, messages))
-    return results
+    return results, errors
 
 
-def _judge_call(checks, call, data, skipped_reason) -> tuple[bool, str]:
+def _judge_call(checks, call, data, skipped_reason) -> tuple:
+    """``(passed, message, traceback of a crash in the judge or None)``."""
+    label = f"check {call.method}({call.target})"
     if skipped_reason is not None:
-        return False, f"check {call.method}({call.target}) could not run: {skipped_reason}."
+        return False, f"{label} could not run: {skipped_reason}.", None
     if not isinstance(data, dict):
-        return False, f"check {call.method}({call.target}) sent no result."
-    if "undefined" in data:
+        return False, f"{label} sent no result.", None
+    if protocol.UNDEFINED in data:
         return False, (f"{call.target} is not defined in the notebook: keep the name the exercise "
-                       "gives and make sure the cell defining it runs without an error.")
-    if "collect_error" in data:
-        return False, f"check {call.method}({call.target}) could not call your code: {data['collect_error']}"
+                       "gives and make sure the cell defining it runs without an error."), None
+    if protocol.COLLECT_ERROR in data:
+        return False, f"{label} could not call your code: {data[protocol.COLLECT_ERROR]}", None
     try:
-        return True, checks.judge(call.method, data.get("collected"), **call.kwargs_dict())
+        return True, checks.judge(call.method, data.get(protocol.COLLECTED), **call.kwargs_dict()), None
     except CheckFailure as failure:
-        return False, str(failure)
-    except Exception as exc:  # data in a shape no honest collect produces
-        return False, (f"check {call.method}({call.target}) got a result it cannot read "
-                       f"({type(exc).__name__}): it does not come from the course's checks.")
+        return False, str(failure), None
+    except Exception:  # the judge itself failed: the course's bug, not the student's
+        return False, f"{label}: {GRADER_ERROR}; the instructor has the details.", traceback.format_exc()
 
 
 def _output_text(run: RunResult) -> str:
@@ -259,7 +311,7 @@ def _output_text(run: RunResult) -> str:
 def submission_digest(sub: Submission, spec: Assignment, limits: Limits, gpu: bool,
                       sandboxed: bool) -> str:
     """Everything that decides a notebook's grade; a saved result with this digest is reused."""
-    digest = hashlib.sha256(f"{RESULT_VERSION}|{spec.digest}|{limits}|{gpu}|{sandboxed}|".encode())
+    digest = hashlib.sha256(f"{RESULT_VERSION}|{spec.digest}|{spec.limits(limits)}|{gpu}|{sandboxed}|".encode())
     if sub.path is not None:
         digest.update(Path(sub.path).read_bytes())
     return digest.hexdigest()
@@ -294,9 +346,17 @@ def load_result(path: Path, digest: str) -> Optional[NotebookResult]:
 def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, jobs: int = 1,
           limits: Limits = Limits(), gpu_available: Optional[bool] = None, unsandboxed: bool = False,
           feedback: bool = True, fresh: bool = False, verbose: bool = True,
-          solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR) -> list:
-    """Grade ``submissions`` (a folder or an LMS zip) into ``out_dir``; return the results."""
+          solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR,
+          shard=None) -> list:
+    """Grade ``submissions`` (a folder or an LMS zip) into ``out_dir``; return the results.
+
+    ``shard``: ``(K, N)`` or ``"K/N"``, 1 <= K <= N, grades only shard K of a
+    split of the class into N (see :mod:`autograder.shards`, which also merges
+    the shards' outputs into one).
+    """
+    from . import shards as sharding  # imported here: it imports this module
     say = print if verbose else (lambda *a, **k: None)
+    shard = None if shard is None else sharding.parse_shard(shard)
     submissions, out_dir = Path(submissions).resolve(), Path(out_dir).resolve()
     _check_out_dir(submissions, out_dir)
     if not unsandboxed:
@@ -306,6 +366,7 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
     known = {a.name: sorted(p.stem for p in a.glob("*.ipynb"))
              for a in sorted(Path(solutions_dir).iterdir()) if a.is_dir() and any(a.glob("*.ipynb"))}
     out_dir.mkdir(parents=True, exist_ok=True)
+    sharding.clear_manifest(out_dir)  # written again only when this run finishes as a shard
     shutil.rmtree(out_dir / "unpacked", ignore_errors=True)  # a zip is unpacked afresh each run
     found = discover(submissions, known, assignments, workdir=out_dir / "unpacked")
     for warning in found.warnings:
@@ -316,7 +377,10 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
     specs = {(s.assignment, s.notebook): None for s in found.submissions}
     for key in specs:
         specs[key] = load_assignment(*key, solutions_dir=solutions_dir, exercises_dir=exercises_dir)
-    say(f"Grading {len(found.submissions)} notebooks of {len(found.students)} students "
+    todo = found.submissions if shard is None else sharding.select(found.submissions, *shard)
+    say((f"Shard {shard[0]}/{shard[1]}: grading {len(todo)} of the {len(found.submissions)} "
+         if shard else f"Grading {len(todo)} ")
+        + f"notebooks of {len(found.students)} students "
         f"({found.layout}) with {jobs} job(s); "
         + ("NO SANDBOX (--unsandboxed)" if unsandboxed else "sandbox: bubblewrap")
         + f"; limits: {limits.describe()}.")
@@ -341,24 +405,22 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
                 shutil.rmtree(work, ignore_errors=True)
             result.digest = digest
             save_result(result, path)
-        _write_log(result, out_dir)
-        if feedback:
-            write_feedback_page(result, out_dir / "feedback" / sub.student / sub.assignment
-                                / f"{sub.notebook}.html")
+        write_notebook_outputs(result, out_dir, feedback)
         with lock:
             done[0] += 1
-            say(f"[{done[0]}/{len(found.submissions)}] {sub.student} {sub.assignment} "
+            say(f"[{done[0]}/{len(todo)}] {sub.student} {sub.assignment} "
                 f"{sub.notebook}: {_describe(result)}" + (" (saved result reused)" if reused else ""))
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(one, found.submissions))
+        results = list(pool.map(one, todo))
     shutil.rmtree(out_dir / "work", ignore_errors=True)
-    results.sort(key=lambda r: (r.student.casefold(), r.student, r.assignment, r.notebook))
-    write_csv(results, out_dir / "grades.csv")
-    say(summary(results))
-    say(f"Grades: {out_dir / 'grades.csv'}; student ids: {out_dir / 'students.csv'}; logs: "
-        f"{out_dir / 'logs'}" + (f"; feedback: {out_dir / 'feedback'}" if feedback else ""))
+    results = finish_class(results, out_dir, feedback, say)
+    if shard is not None:
+        settings = {"limits": repr(limits), "gpu_available": bool(gpu_available),
+                    "sandboxed": not unsandboxed,
+                    "grader": {f"{a}/{nb}": spec.digest for (a, nb), spec in sorted(specs.items())}}
+        say(f"Shard record: {sharding.write_manifest(out_dir, shard, found.submissions, results, settings)}")
     return results
 
 
@@ -380,6 +442,8 @@ def _write_log(result: NotebookResult, out_dir: Path) -> None:
     for test in result.tests:
         lines.append(f"{test['grade_id']}: {test['score']:g}/{test['points']:g}")
         lines += [f"    {m}" for m in test["messages"]]
+    for error in result.grader_errors:
+        lines += ["", f"--- {GRADER_ERROR} (a bug in the course's checks, not in the submission) ---", error]
     lines += ["", "--- output ---", result.output]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -420,3 +484,24 @@ def _number(x) -> str:
     if x is None:
         return ""
     return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- outputs grade and merge share
+
+
+def write_notebook_outputs(result: NotebookResult, out_dir: Path, feedback: bool = True) -> None:
+    """One notebook's log and, with ``feedback``, its student's page."""
+    _write_log(result, out_dir)
+    if feedback:
+        write_feedback_page(result, out_dir / "feedback" / result.student / result.assignment
+                            / f"{result.notebook}.html")
+
+
+def finish_class(results: Sequence[NotebookResult], out_dir: Path, feedback: bool, say) -> list:
+    """Sort the results as grades.csv lists them, write grades.csv, report; return the sorted list."""
+    results = sorted(results, key=lambda r: (r.student.casefold(), r.student, r.assignment, r.notebook))
+    write_csv(results, out_dir / "grades.csv")
+    say(summary(results))
+    say(f"Grades: {out_dir / 'grades.csv'}; student ids: {out_dir / 'students.csv'}; logs: "
+        f"{out_dir / 'logs'}" + (f"; feedback: {out_dir / 'feedback'}" if feedback else ""))
+    return results

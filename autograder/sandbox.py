@@ -125,13 +125,16 @@ def sandbox_problem() -> Optional[str]:
                 "bubblewrap) or run the grader in a container as the instructor guide shows. "
                 "To grade without a sandbox anyway, pass --unsandboxed (student code can then "
                 "read and write your files).")
-    probe = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
+    # The probe mounts a fresh /proc as every run does: a container whose own /proc has
+    # masked paths allows namespaces but refuses that mount.
+    probe = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
         return (f"bwrap cannot create a sandbox here ({probe.stderr.strip() or probe.returncode}). "
                 "Unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone"
-                "=1), or a container forbids them (docker run --security-opt seccomp=unconfined "
-                "--security-opt apparmor=unconfined). Pass --unsandboxed to grade without a sandbox.")
+                "=1), or a container forbids them or masks /proc (docker run --security-opt "
+                "seccomp=unconfined --security-opt apparmor=unconfined --security-opt "
+                "systempaths=unconfined). Pass --unsandboxed to grade without a sandbox.")
     return None
 
 

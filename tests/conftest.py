@@ -1,29 +1,45 @@
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS_DIR))  # the mutants library
-
-from mha_checks.backends import gpu_available  # noqa: E402
-from autograder.notebooks import solution_namespace  # noqa: E402
-from autograder.paths import SOLUTIONS_DIR  # noqa: E402
-
-NEEDS_GPU = pytest.mark.skipif(
-    not gpu_available(),
-    reason="needs a CUDA GPU: CuPy is installed but cupy.is_available() is False on this machine")
+sys.path.insert(0, str(TESTS_DIR))  # the course helpers and the mutants library
 
 
-def solution_notebook(assignment: str, notebook: str) -> Path:
-    return SOLUTIONS_DIR / assignment / f"{notebook}.ipynb"
+# --------------------------------------------------------------------------- the website, built once
+
+REPO_ROOT = TESTS_DIR.parent
+BUILD_TIMEOUT_S = 900
+
+# Run the jupyter-book CLI with the interpreter running the tests, so the build
+# uses the same environment (and the same Jupyter kernel) as the tests.
+JUPYTER_BOOK = [
+    sys.executable,
+    "-c",
+    "import sys; from jupyter_book.cli.main import main; "
+    "sys.argv[0] = 'jupyter-book'; sys.exit(main())",
+]
 
 
 @pytest.fixture(scope="session")
-def ch01_solutions():
-    """The chapter 1 solution namespaces that run on this machine, by track."""
-    spaces = {"numpy": solution_namespace(solution_notebook("ch01_single_head", "1_numpy")),
-              "torch": solution_namespace(solution_notebook("ch01_single_head", "3_pytorch"))}
-    if gpu_available():
-        spaces["cupy"] = solution_namespace(solution_notebook("ch01_single_head", "2_cupy"))
-    return spaces
+def build(tmp_path_factory):
+    """Build the book from the repository root into a temporary folder (once per test run)."""
+    out = tmp_path_factory.mktemp("book")
+    cmd = JUPYTER_BOOK + [
+        "build", ".", "--path-output", str(out), "-W", "-n", "--keep-going",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+    )
+    log = proc.stdout + proc.stderr
+    return proc.returncode, log, out / "_build" / "html"
+
+
+def page_html(html_dir, name):
+    path = html_dir / f"{name}.html"
+    assert path.is_file(), f"{path.relative_to(html_dir)} was not built"
+    return path.read_text(encoding="utf-8")
+
+

@@ -13,9 +13,10 @@ from autograder.benchmark import (BenchmarkInputError, benchmark, format_report,
 from autograder.grading import GRADED
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
 from autograder.sandbox import sandbox_problem
+from course import FIRST, full_marks
 
-ASSIGNMENT = "ch01_single_head"
-FULL_MARKS_1_NUMPY = 13  # points of the test cells of solutions/ch01_single_head/1_numpy
+ASSIGNMENT = FIRST
+FULL_MARKS_1_NUMPY = full_marks(FIRST, "1_numpy")
 
 
 def test_make_class_alternates_solution_and_blank_notebooks(tmp_path):

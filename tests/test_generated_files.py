@@ -1,5 +1,6 @@
 """Generated files (release notebooks, reference outputs) match what one command
-produces from the solutions now, and the staleness checks do notice a change."""
+produces from the solutions now, the staleness checks notice a change, hidden
+cases follow their seed, and the package students install holds no hidden case."""
 import os
 import shutil
 import subprocess
@@ -8,11 +9,15 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
-from autograder.paths import ASSIGNMENTS, REPO_ROOT, SOLUTIONS_DIR
-from autograder.references import stale_references, write_references
+from autograder.paths import HIDDEN_CASES_DIR, REPO_ROOT, SOLUTIONS_DIR, VISIBLE_CASES_DIR
+from autograder.references import DEFAULT_HIDDEN_SEED, stale_references, stored_seed, write_references
 from autograder.release import stale_release_files
+from course import ASSIGNMENTS, FIRST
+from mha_checks.cases import case_file, load_cases
+from mha_checks.chapters import chapter
 
 HOW_TO_FIX = "regenerate with `python -m autograder release` and `python -m autograder references`, then commit"
 
@@ -22,62 +27,168 @@ def test_release_notebooks_are_up_to_date(assignment):
     assert stale_release_files(assignment) == [], HOW_TO_FIX
 
 
-def test_reference_outputs_are_up_to_date():
-    assert stale_references() == [], HOW_TO_FIX
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_reference_outputs_are_up_to_date(assignment):
+    assert stale_references([assignment]) == [], HOW_TO_FIX
+
+
+PERTURB = """
+
+def _perturbed(value):
+    import numpy as _np
+    if isinstance(value, tuple):
+        return tuple(_perturbed(v) for v in value)
+    value = _np.asarray(value)
+    return ~value if value.dtype == bool else value * 0.5
+
+{name} = (lambda f: lambda *a, **k: _perturbed(f(*a, **k)))({name})
+"""
 
 
 @pytest.fixture
 def edited_solutions(tmp_path):
-    """A copy of solutions/ whose NumPy notebook differs from the committed one: its
-    softmax (which only the references see) and a paragraph (which the release shows)."""
+    """A copy of solutions/ whose first chapter's reference notebook differs from the committed
+    one: its first function's output (which only the references see) and a paragraph (which the
+    release shows)."""
     copy = tmp_path / "solutions"
     shutil.copytree(SOLUTIONS_DIR, copy)
-    path = copy / "ch01_single_head" / "1_numpy.ipynb"
+    declared = chapter(FIRST)
+    path = copy / FIRST / f"{declared.reference_notebook}.ipynb"
     nb = nbformat.read(str(path), as_version=4)
-    cell = next(c for c in nb.cells if c.id == "softmax")
-    cell.source = cell.source.replace("return exps / exps.sum(axis=axis, keepdims=True)",
-                                      "return 0.5 * exps / exps.sum(axis=axis, keepdims=True)")
-    text = next(c for c in nb.cells if c.id == "softmax-task")
+    name = declared.functions[0].name
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == name)
+    cell.source += PERTURB.format(name=name)
+    text = next(c for c in nb.cells if c.cell_type == "markdown")
     text.source += "\nAn added sentence."
     nbformat.write(nb, str(path))
-    return copy
+    return copy, name
 
 
 def test_staleness_checks_notice_an_edited_solution(edited_solutions):
-    assert stale_release_files("ch01_single_head", solutions_dir=edited_solutions) == [
-        "exercises/ch01_single_head/1_numpy.ipynb"]
-    stale = stale_references(solutions_dir=edited_solutions)
-    assert any("softmax/visible/00/expected/out: values differ" in s for s in stale)
+    copy, name = edited_solutions
+    notebook = chapter(FIRST).reference_notebook
+    assert stale_release_files(FIRST, solutions_dir=copy) == [f"exercises/{FIRST}/{notebook}.ipynb"]
+    stale = stale_references([FIRST], solutions_dir=copy)
+    for split in ("visible", "hidden"):
+        assert any(f"{name}/{split}/00/expected/" in s and "values differ" in s for s in stale), stale
 
 
 def test_reference_generation_is_deterministic(tmp_path):
-    write_references("ch01_single_head", references_dir=tmp_path)
-    assert stale_references(references_dir=tmp_path) == []
+    write_references(FIRST, references_dir=tmp_path / "visible", hidden_dir=tmp_path / "hidden")
+    assert stale_references([FIRST], references_dir=tmp_path / "visible", hidden_dir=tmp_path / "hidden") == []
 
 
-def test_student_package_ships_reference_data_and_needs_only_numpy(tmp_path):
-    """What Colab installs from the repository: the checks, the references, NumPy as the one dependency."""
+def test_hidden_cases_follow_their_seed_and_the_staleness_check_knows_it(tmp_path):
+    """An instructor's private seed draws other hidden inputs, leaves the visible cases alone,
+    and the committed-file check rebuilds from the seed the file records."""
+    default = {"references_dir": tmp_path / "d-visible", "hidden_dir": tmp_path / "d-hidden"}
+    private = {"references_dir": tmp_path / "p-visible", "hidden_dir": tmp_path / "p-hidden"}
+    write_references(FIRST, **default)
+    write_references(FIRST, hidden_seed=DEFAULT_HIDDEN_SEED + 12345, **private)
+    assert stored_seed(case_file(FIRST, "hidden", **private)) == DEFAULT_HIDDEN_SEED + 12345
+    assert stale_references([FIRST], **private) == []
+    with np.load(case_file(FIRST, "visible", **default)) as a, np.load(case_file(FIRST, "visible", **private)) as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    first_float = next(f.name for f in chapter(FIRST).functions
+                       if any(v.dtype.kind == "f" for v in load_cases(FIRST, **{
+                           k: str(v) for k, v in default.items()})[(f.name, "hidden")][0].args.values()))
+    hidden = [load_cases(FIRST, **{k: str(v) for k, v in d.items()})[(first_float, "hidden")][0]
+              for d in (default, private)]
+    key = next(k for k, v in hidden[0].args.items() if v.dtype.kind == "f")
+    assert not np.array_equal(hidden[0].args[key], hidden[1].args[key]), "the seed changed nothing"
+
+
+def test_committed_hidden_cases_use_the_courses_seed():
+    for assignment in ASSIGNMENTS:
+        assert stored_seed(case_file(assignment, "hidden", hidden_dir=HIDDEN_CASES_DIR)) == DEFAULT_HIDDEN_SEED
+
+
+def test_visible_and_hidden_cases_live_apart():
+    for assignment in ASSIGNMENTS:
+        for split, folder in (("visible", VISIBLE_CASES_DIR), ("hidden", HIDDEN_CASES_DIR)):
+            with np.load(case_file(assignment, split, VISIBLE_CASES_DIR, HIDDEN_CASES_DIR)) as data:
+                splits = {k.split("/")[1] for k in data.files if not k.startswith("meta/")}
+            assert splits == {split}, f"{folder}: {splits}"
+
+
+@pytest.fixture(scope="module")
+def student_wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path)], check=True, cwd=tmp_path)
-    wheel = next(tmp_path.glob("mha_course-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
+                    "-q", "-w", str(out)], check=True, cwd=out)
+    return next(out.glob("mha_course-*.whl"))
+
+
+def test_student_package_ships_visible_cases_only_and_needs_only_numpy(student_wheel):
+    """What Colab installs from the repository: the checks and the visible cases, NumPy as the
+    one dependency; no grader, no hidden case, no solution."""
+    with zipfile.ZipFile(student_wheel) as z:
         names = set(z.namelist())
         metadata = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
+        cases = {n: z.read(n) for n in names if n.endswith(".npz")}
     for assignment in ASSIGNMENTS:
-        assert f"autograder/references/{assignment}.npz" in names
-        assert f"autograder/{assignment}.py" in names
+        assert f"mha_checks/references/{assignment}.npz" in names
+        assert f"mha_checks/chapters/{assignment}.py" in names
+    assert {"mha_checks/engine.py", "mha_checks/registry.py", "mha_checks/transport.py"} <= names
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     assert requires == ["Requires-Dist: numpy>=1.22"], requires
-    assert not any(n.startswith(("solutions/", "tests/")) for n in names)
+    assert not any(n.startswith(("autograder/", "solutions/", "tests/")) for n in names), sorted(names)
+    assert not any("hidden" in n for n in names), sorted(names)
+    for name, data in cases.items():
+        path = student_wheel.parent / Path(name).name
+        path.write_bytes(data)
+        with np.load(path) as arrays:
+            splits = {k.split("/")[1] for k in arrays.files if not k.startswith("meta/")}
+        assert splits == {"visible"}, f"{name} holds {splits}"
+
+
+def test_installed_student_package_runs_checks_and_keeps_hidden_cases_out(student_wheel, tmp_path):
+    """In a fresh environment with only NumPy and the wheel, a visible check runs; a hidden one
+    says that hidden cases run at grading time."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(student_wheel)], check=True)
+    declared = chapter(FIRST)
+    first = declared.functions[0].name
+    script = f"""
+import mha_checks, sys
+assert "site-packages" in mha_checks.__file__, mha_checks.__file__
+from mha_checks import notebook_checks
+check = notebook_checks({FIRST!r}, "1_numpy")
+print(check.cases({first!r})[0].describe())
+try:
+    getattr(check, {first!r})(lambda *a: None, hidden=True)
+except AssertionError as err:
+    print("HIDDEN:", err)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([str(python), "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "HIDDEN:" in run.stdout and "run when your notebook is graded" in " ".join(run.stdout.split()), run.stdout
 
 
 def test_nbgrader_itself_releases_the_same_exercises(tmp_path):
     """Instructors who know nbgrader can use it on the repository as it is."""
     course = tmp_path / "course"
-    for name in ("solutions", "autograder"):
+    for name in ("solutions", "autograder", "mha_checks"):
         shutil.copytree(REPO_ROOT / name, course / name)
     shutil.copy(REPO_ROOT / "nbgrader_config.py", course)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # nbgrader calls alembic
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "ch01_single_head", "--force"],
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", FIRST, "--force"],
                    cwd=course, env=env, check=True, capture_output=True)
-    assert stale_release_files("ch01_single_head", out_dir=course / "exercises") == []
+    assert stale_release_files(FIRST, out_dir=course / "exercises") == []
+
+
+def test_no_test_hard_codes_a_chapter_outside_its_own_tests():
+    """Tests walk the registry; a chapter's name appears only in tests about that chapter's content
+    (their file names carry the chapter: test_ch01_*.py, mutants/ch01_*.py, corpus/ch01_*.py)."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in tests.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for assignment in ASSIGNMENTS:
+            prefix = assignment.split("_")[0]
+            if assignment in text and not path.stem.startswith((prefix, f"test_{prefix}")):
+                offenders.append(f"{path.relative_to(tests)} names {assignment}")
+    assert not offenders, offenders

@@ -4,8 +4,9 @@ import zipfile
 
 from autograder.grading import grade, read_csv
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
+from course import FIRST, full_marks
 
-ASSIGNMENT = "ch01_single_head"
+ASSIGNMENT = FIRST
 
 
 def test_canvas_zip_is_graded_and_mapped_to_student_ids(tmp_path):
@@ -21,7 +22,7 @@ def test_canvas_zip_is_graded_and_mapped_to_student_ids(tmp_path):
     results = grade(export, out, gpu_available=False, verbose=False)
     scores = {(r.student, r.notebook): (r.status, r.score) for r in results}
     # Ada sent two files for 1_numpy: the undecorated name wins over the "-1" copy.
-    assert scores[("lovelaceada_12345", "1_numpy")] == ("graded", 13)
+    assert scores[("lovelaceada_12345", "1_numpy")] == ("graded", full_marks(ASSIGNMENT, "1_numpy"))
     assert scores[("turingalan_555", "1_numpy")] == ("graded", 0)
     assert scores[("turingalan_555", "3_pytorch")] == ("missing", None)
     mapping = {row["student"]: row for row in read_csv(out / "students.csv")}

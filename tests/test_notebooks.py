@@ -7,16 +7,24 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from autograder.paths import ASSIGNMENTS, EXERCISES_DIR, GPU_NOTEBOOKS, NOTEBOOKS, REPO_ROOT, SOLUTIONS_DIR
-from conftest import NEEDS_GPU
+from autograder.paths import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
+from course import ASSIGNMENTS, notebook_params
+from mha_checks import registry
 
 ALL_NOTEBOOKS = sorted(SOLUTIONS_DIR.glob("*/*.ipynb")) + sorted(EXERCISES_DIR.glob("*/*.ipynb"))
 
 
-def test_every_assignment_has_its_three_notebooks():
-    for assignment in ASSIGNMENTS:
-        for folder in (SOLUTIONS_DIR, EXERCISES_DIR):
-            assert sorted(p.stem for p in (folder / assignment).glob("*.ipynb")) == sorted(NOTEBOOKS)
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_assignment_has_the_notebooks_the_registry_lists(assignment):
+    listed = sorted(nb.name for nb in registry.chapter(assignment).notebooks)
+    for folder in (SOLUTIONS_DIR, EXERCISES_DIR):
+        assert sorted(p.stem for p in (folder / assignment).glob("*.ipynb")) == listed
+
+
+def test_every_notebook_folder_is_a_chapter_of_the_registry():
+    for folder in (SOLUTIONS_DIR, EXERCISES_DIR):
+        found = {p.parent.name for p in folder.glob("*/*.ipynb")}
+        assert found <= set(ASSIGNMENTS), f"{sorted(found - set(ASSIGNMENTS))} not in mha_checks/registry.py"
 
 
 def run_notebook(path):
@@ -31,9 +39,7 @@ def printed(nb) -> str:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("notebook", [
-    pytest.param(n, marks=NEEDS_GPU) if n in GPU_NOTEBOOKS else n for n in NOTEBOOKS])
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment, notebook", notebook_params())
 def test_solution_notebook_runs_and_passes_its_tests(assignment, notebook):
     """Executing the whole solution notebook raises nowhere (nbclient stops at the
     first error) and every check cell prints its tick."""
@@ -69,3 +75,10 @@ def test_setup_cells_install_from_the_repository_in_config():
     for path in ALL_NOTEBOOKS:
         setup = next(c for c in nbformat.read(str(path), as_version=4).cells if c.id == "setup")
         assert f'COURSE_REPOSITORY = "{url}"' in setup.source, path
+
+
+def test_setup_cells_name_their_own_notebook():
+    """The setup cell asks the registry for its notebook's checks, so the track is stated once."""
+    for path in ALL_NOTEBOOKS:
+        setup = next(c for c in nbformat.read(str(path), as_version=4).cells if c.id == "setup")
+        assert f'check = notebook_checks("{path.parent.name}", "{path.stem}")' in setup.source, path

@@ -190,3 +190,22 @@ def test_a_notebook_too_slow_in_all_fails_once_without_reruns(tmp_path):
                                            gpu_available=False, verbose=False)}["1_numpy"]
     assert result.status == "failed: the notebook ran longer than 6 s", result.status
     assert result.score is None and result.seconds < 12
+
+
+def test_a_crash_in_the_courses_judge_is_a_grader_error_not_the_students_fault(tmp_path, monkeypatch):
+    from mha_checks import engine
+
+    def broken_compare(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the course's checks")
+    monkeypatch.setattr(engine, "compare", broken_compare)
+    subs = tmp_path / "subs" / "alice" / ASSIGNMENT
+    subs.mkdir(parents=True)
+    shutil.copy(SOLUTIONS_DIR / ASSIGNMENT / "1_numpy.ipynb", subs)
+    result = {r.notebook: r for r in grade(tmp_path / "subs", tmp_path / "out", gpu_available=False,
+                                           verbose=False)}["1_numpy"]
+    assert result.status.startswith("failed: grader error in check "), result.status
+    assert result.score is None
+    log = (tmp_path / "out" / "logs" / "alice" / ASSIGNMENT / "1_numpy.log").read_text()
+    assert "ZeroDivisionError: a bug in the course's checks" in log and "Traceback" in log
+    page = (tmp_path / "out" / "feedback" / "alice" / ASSIGNMENT / "1_numpy.html").read_text()
+    assert "grader error" in page and "ZeroDivisionError" not in page

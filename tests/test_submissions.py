@@ -5,10 +5,11 @@ import zipfile
 import pytest
 
 from autograder import submissions
+from course import FIRST
 from autograder.submissions import (Discovery, GradingInputError, StudentEntry, Submission,
                                     discover, sanitize_student_ids, write_student_map)
 
-CH01, CH02 = "ch01_single_head", "ch02_multi_head"
+CH01, CH02 = FIRST, "ch02_multi_head"  # a second, made-up assignment
 NOTEBOOKS = ["1_numpy", "2_cupy", "3_pytorch"]
 ONE = {CH01: NOTEBOOKS}
 TWO = {CH01: NOTEBOOKS, CH02: NOTEBOOKS}

@@ -1,1 +1,21 @@
-"""Known-wrong implementations, one library per chapter; see ch01_single_head.py."""
+"""The library of known-wrong implementations, one module per chapter, named after
+its assignment (``mutants/<assignment>.py`` with a list ``MUTANTS``). Every
+chapter's module is found through the course registry, so a new chapter's
+mutants are tested as soon as the module exists."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    notebook: str      # notebook stem in solutions/<assignment>
+    cell: str          # grade_id of the solution cell it replaces
+    check: str         # Checks method whose visible cases should catch it
+    message: str       # a fragment the visible check's message must contain
+    source: str
+
+    @property
+    def function(self) -> str:
+        return self.cell
+
+

@@ -4,22 +4,7 @@ Each mutant replaces one solution cell (by its grade_id) of one notebook. The te
 check that (1) the visible check for that function fails with a message naming the
 mistake, and (2) grading a notebook carrying the mutant loses points.
 """
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Mutant:
-    name: str
-    notebook: str      # notebook stem in solutions/ch01_single_head
-    cell: str          # grade_id of the solution cell it replaces
-    check: str         # Checks method whose visible cases should catch it
-    message: str       # a fragment the visible check's message must contain
-    source: str
-
-    @property
-    def function(self) -> str:
-        return self.cell
-
+from mutants import Mutant
 
 SDPA_HEAD = "def scaled_dot_product_attention(q, k, v, mask=None):\n"
 # The correct rest of a NumPy attention after its scores line: mutants that get

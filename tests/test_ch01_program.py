@@ -1,4 +1,4 @@
-"""autograder.program: reading a submission, the code the grader runs for it,
+"""Tried on Chapter 1's real notebooks: autograder.program: reading a submission, the code the grader runs for it,
 and the test plan read from the instructor's notebook.
 
 Submissions are the real chapter 1 release notebook, changed the ways students

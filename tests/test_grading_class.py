@@ -1,0 +1,97 @@
+"""Grading each chapter as an instructor would: the solutions get full marks, the
+blank release gets 0, and every known-wrong implementation of the chapter's
+library loses points, with its diagnosis on its feedback page.
+
+One `grade` run per chapter covers its whole class (a student per mutant), as in a course.
+"""
+import csv
+import html
+
+import nbformat
+import pytest
+
+from course import ASSIGNMENTS, all_mutants, mutants, release_path, student_notebook, submit
+from autograder.grading import grade
+from mha_checks import registry
+from mha_checks.backends import gpu_available
+
+
+def notebooks(assignment):
+    return registry.chapter(assignment).notebooks
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """``graded(assignment)``: the chapter's class graded once, on first use."""
+    classes = {}
+
+    def grade_class(assignment):
+        if assignment not in classes:
+            classes[assignment] = _grade_class(assignment, tmp_path_factory.mktemp(assignment))
+        return classes[assignment]
+    return grade_class
+
+
+def _grade_class(assignment, work):
+    root, out = work / "submissions", work / "graded"
+    submit(root, "solution", assignment, {nb.name: student_notebook(assignment, nb.name)
+                                          for nb in notebooks(assignment)})
+    submit(root, "blank", assignment, {nb.name: nbformat.read(str(release_path(assignment, nb.name)),
+                                                              as_version=4) for nb in notebooks(assignment)})
+    for mutant in mutants(assignment):
+        submit(root, f"mutant-{mutant.name}", assignment, {mutant.notebook: student_notebook(
+            assignment, mutant.notebook, {mutant.cell: mutant.source})})
+    grade(root, out, jobs=2, verbose=False)
+    with open(out / "grades.csv", newline="") as f:
+        rows = {(r["student"], r["notebook"]): r for r in csv.DictReader(f)}
+    return rows, out
+
+
+def _not_gradable_here(nb, row) -> bool:
+    if nb.needs_gpu and not gpu_available():
+        assert row["status"] == "needs GPU" and row["score"] == "", row
+        return True
+    return False
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_gets_full_marks(graded, assignment):
+    rows, _ = graded(assignment)
+    for nb in notebooks(assignment):
+        row = rows[("solution", nb.name)]
+        if not _not_gradable_here(nb, row):
+            assert row["status"] == "graded", row
+            assert float(row["score"]) == float(row["max_score"]) > 0, row
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_release_gets_zero(graded, assignment):
+    rows, _ = graded(assignment)
+    for nb in notebooks(assignment):
+        row = rows[("blank", nb.name)]
+        if not _not_gradable_here(nb, row):
+            assert row["status"] == "graded" and float(row["score"]) == 0, row
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("assignment, mutant", all_mutants())
+def test_known_wrong_implementation_loses_points(graded, assignment, mutant):
+    rows, out = graded(assignment)
+    row = rows[(f"mutant-{mutant.name}", mutant.notebook)]
+    assert row["status"] == "graded", row
+    assert float(row["score"]) < float(row["max_score"]), row
+    page = (out / "feedback" / f"mutant-{mutant.name}" / assignment / f"{mutant.notebook}.html").read_text()
+    assert mutant.message in " ".join(html.unescape(page).split()), "the diagnosis is on the feedback page"
+    others = [nb.name for nb in notebooks(assignment) if nb.name != mutant.notebook]
+    assert all(rows[(f"mutant-{mutant.name}", n)]["status"] == "missing" for n in others)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_feedback_hides_hidden_tests(graded, assignment):
+    _, out = graded(assignment)
+    pages = list((out / "feedback").rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text, page

@@ -1,0 +1,189 @@
+"""A class graded as shards on several machines and merged gives what one run gives.
+
+One small class (six students, the ``1_numpy`` notebook, solved and blank) is
+graded once with ``grade`` and once as three shards merged together; the
+merged output must equal the single run's except the time each notebook took.
+"""
+import csv
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autograder import cli
+from autograder.grading import grade
+from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
+from autograder.shards import MANIFEST, MergeRefused, merge, select, shard_of
+from autograder.submissions import GradingInputError, Submission
+from mha_checks.registry import assignments
+
+ASSIGNMENT = assignments()[0]
+N = 3
+STUDENTS = 6
+SECONDS = 6  # the seconds column of grades.csv
+
+
+def make_class(root: Path, n: int) -> Path:
+    for i in range(n):
+        folder = root / f"student{i:02d}" / ASSIGNMENT
+        folder.mkdir(parents=True)
+        source = SOLUTIONS_DIR if i % 2 == 0 else EXERCISES_DIR
+        shutil.copy(source / ASSIGNMENT / "1_numpy.ipynb", folder)
+    return root
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The class graded once as a whole and once as N shards (grading is the slow part)."""
+    root = tmp_path_factory.mktemp("shards")
+    subs = make_class(root / "subs", STUDENTS)
+    single = grade(subs, root / "single", jobs=2, gpu_available=False, verbose=False)
+    shard_dirs = []
+    for k in range(1, N + 1):
+        grade(subs, root / f"shard{k}", jobs=2, gpu_available=False, verbose=False, shard=(k, N))
+        shard_dirs.append(root / f"shard{k}")
+    return root, subs, single, shard_dirs
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+
+
+def csv_rows(path: Path) -> list:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_time(log: bytes) -> bytes:
+    """A graded log's first line ends with the notebook's time, "13/13 (2.1 s)"."""
+    first, _, rest = log.partition(b"\n")
+    return re.sub(rb" \(\d+\.\d s\)$", b"", first) + b"\n" + rest
+
+
+def test_the_shards_split_the_class_into_disjoint_parts_that_cover_it(graded):
+    root, _, single, shard_dirs = graded
+    everything = [(r.student, r.assignment, r.notebook) for r in single]
+    assert len(everything) == STUDENTS * 3  # 1_numpy graded, 2_cupy needs a GPU, 3_pytorch missing
+    parts = []
+    for k, folder in enumerate(shard_dirs, start=1):
+        record = manifest(folder)
+        assert (record["shard"], record["of"]) == (k, N)
+        assert [tuple(key) for key in record["class"]] == everything
+        keys = [tuple(entry[:3]) for entry in record["notebooks"]]
+        assert keys == [key for key in everything if shard_of(key, N) == k]
+        assert [tuple(row[:3]) for row in csv_rows(folder / "grades.csv")[1:]] == keys
+        assert {p.relative_to(folder / "results").with_suffix("").parts
+                for p in (folder / "results").rglob("*.json")} == set(keys)
+        assert (folder / "students.csv").read_bytes() == (root / "single" / "students.csv").read_bytes()
+        parts.append(set(keys))
+    assert sum(len(p) for p in parts) == len(everything), "no notebook is in two shards"
+    assert set().union(*parts) == set(everything), "every notebook is in a shard"
+
+
+def test_the_partition_depends_only_on_the_notebook_and_n():
+    class_ = [Submission(f"s{i}", ASSIGNMENT, nb, None, "") for i in range(50)
+              for nb in ("1_numpy", "2_cupy", "3_pytorch")]
+    shuffled = random.Random(0).sample(class_, len(class_))
+    for k in range(1, N + 1):
+        assert set(select(shuffled, k, N)) == set(select(class_, k, N))
+    # Fixed values (SHA-256, not Python's per-process hash): any machine and any run gives these.
+    notebooks = ("1_numpy", "2_cupy", "3_pytorch")
+    assert [shard_of(("student00", "chXX_any_assignment", nb), 4) for nb in notebooks] == [4, 3, 4]
+    assert [shard_of(("student00", "chXX_any_assignment", nb), 1000) for nb in notebooks] == [244, 271, 204]
+    # A late student moves nobody else's notebooks.
+    late = class_ + [Submission("aaa_late", ASSIGNMENT, nb, None, "") for nb in ("1_numpy", "3_pytorch")]
+    for k in range(1, N + 1):
+        assert set(select(late, k, N)) - set(select(class_, k, N)) <= set(late[len(class_):])
+    # Balanced: 30 000 notebooks over 8 shards are each within 5 % of the mean.
+    sizes = [0] * 8
+    for i in range(10_000):
+        for nb in ("1_numpy", "2_cupy", "3_pytorch"):
+            sizes[shard_of((f"student{i:05d}", "chXX_any_assignment", nb), 8) - 1] += 1
+    assert all(abs(size - 30_000 / 8) < 0.05 * 30_000 / 8 for size in sizes), sizes
+
+
+def test_merged_shards_equal_one_run_over_the_class(graded, tmp_path):
+    root, _, single, shard_dirs = graded
+    merged = merge(list(reversed(shard_dirs)), tmp_path / "merged", verbose=False)
+    out, whole = tmp_path / "merged", root / "single"
+    assert [(r.student, r.assignment, r.notebook, r.status, r.score) for r in merged] \
+        == [(r.student, r.assignment, r.notebook, r.status, r.score) for r in single]
+    assert {r.score for r in merged if r.notebook == "1_numpy"} == {0, 13}
+
+    # grades.csv: the same bytes once the seconds column is the same.
+    merged_rows, single_rows = csv_rows(out / "grades.csv"), csv_rows(whole / "grades.csv")
+    assert len(merged_rows) == len(single_rows) == STUDENTS * 3 + 1
+    for m, s in zip(merged_rows, single_rows):
+        assert m[:SECONDS] + m[SECONDS + 1:] == s[:SECONDS] + s[SECONDS + 1:]
+    rewritten = tmp_path / "single-with-merged-seconds.csv"
+    with open(rewritten, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(s[:SECONDS] + [m[SECONDS]] + s[SECONDS + 1:]
+                                for m, s in zip(merged_rows, single_rows))
+    assert (out / "grades.csv").read_bytes() == rewritten.read_bytes()
+
+    assert (out / "students.csv").read_bytes() == (whole / "students.csv").read_bytes()
+    assert files(out / "feedback") == files(whole / "feedback")
+    merged_logs, single_logs = files(out / "logs"), files(whole / "logs")
+    assert merged_logs.keys() == single_logs.keys()
+    assert {p: without_time(b) for p, b in merged_logs.items()} \
+        == {p: without_time(b) for p, b in single_logs.items()}
+    assert files(out / "results").keys() == files(whole / "results").keys()
+    assert not (out / MANIFEST).exists()
+
+
+def test_merge_refuses_a_missing_shard_and_names_it(graded, tmp_path, capsys):
+    _, _, _, shard_dirs = graded
+    lost = [tuple(entry[:3]) for entry in manifest(shard_dirs[1])["notebooks"]]
+    out = tmp_path / "merged"
+    with pytest.raises(MergeRefused) as refused:
+        merge([shard_dirs[0], shard_dirs[2]], out, verbose=False)
+    message = str(refused.value)
+    assert f"shard 2/{N} is missing" in message
+    assert f"{len(lost)} notebook(s) have no grade" in message
+    for key in lost[:10]:
+        assert " ".join(key) in message
+    assert not out.exists(), "nothing is written, no grade invented"
+
+    rc = cli.main(["merge", str(shard_dirs[0]), str(shard_dirs[2]), "--out", str(out)])
+    assert rc == 1
+    assert f"shard 2/{N} is missing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_merge_refuses_one_notebook_graded_two_ways(graded, tmp_path):
+    _, _, _, shard_dirs = graded
+    # The same shard graded again from another file: its record gives other digests.
+    again = tmp_path / "shard1-again"
+    shutil.copytree(shard_dirs[0], again)
+    record = manifest(again)
+    student, assignment, notebook, _ = record["notebooks"][0]
+    record["notebooks"][0][3] = "0" * 64
+    (again / MANIFEST).write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(MergeRefused, match=f"{student} {assignment} {notebook} in shard 1/{N}"):
+        merge([*shard_dirs, again], tmp_path / "merged", verbose=False)
+    # An identical copy of a shard is harmless.
+    merge([*shard_dirs, shutil.copytree(shard_dirs[0], tmp_path / "shard1-copy")],
+          tmp_path / "merged", verbose=False)
+
+
+def test_merge_refuses_what_is_not_a_finished_shard(graded, tmp_path):
+    root, _, _, shard_dirs = graded
+    with pytest.raises(MergeRefused, match="no shard.json"):
+        merge([*shard_dirs, root / "single"], tmp_path / "merged", verbose=False)
+    with pytest.raises(GradingInputError, match="inside it"):
+        merge(shard_dirs, shard_dirs[0] / "merged", verbose=False)
+
+
+@pytest.mark.parametrize("bad", ["0/3", "4/3", "2", "a/b", "1/0", "-1/3", "1/2/3"])
+def test_a_bad_shard_is_a_usage_error(bad, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["grade", "submissions", "--shard", bad])
+    assert exit_.value.code == 2
+    assert "--shard" in capsys.readouterr().err

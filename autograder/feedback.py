@@ -11,18 +11,28 @@ from pathlib import Path
 MAX_OUTPUT_CHARS = 100_000
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }
-table { border-collapse: collapse; width: 100%; }
-td, th { border: 1px solid #ccc; padding: .3rem .5rem; text-align: left; vertical-align: top; }
-pre { background: #f6f6f6; padding: .5rem; overflow-x: auto; white-space: pre-wrap; }
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.4; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+td, th { border: 1px solid #ccc; padding: .3rem .5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th:nth-child(1) { width: 30%; } th:nth-child(2) { width: 5.5rem; }
+pre { background: #f6f6f6; padding: .5rem; overflow-x: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
 .pass { color: #176d2a; } .fail { color: #a4161a; } .note { background: #fff6d5; padding: .5rem; }
+@media (max-width: 40rem) {
+  body { margin: 1rem auto; }
+  table, tbody, tr, td, th { display: block; width: auto !important; }
+  tr:first-child { display: none; }
+  tr { border: 1px solid #ccc; margin-bottom: .75rem; }
+  td { border: none; border-bottom: 1px solid #eee; }
+}
 """
 
 
 def render(result) -> str:
     score = (f"{_num(result.score)} / {_num(result.max_score)}" if result.score is not None
              else f"not graded ({escape(result.status)})")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(result.student)} "
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{escape(result.student)} "
              f"{escape(result.assignment)} {escape(result.notebook)}</title><style>{STYLE}</style></head><body>",
              f"<h1>{escape(result.assignment)} / {escape(result.notebook)}</h1>",
              f"<p>Student: <b>{escape(result.student)}</b>. Score: <b>{score}</b>.</p>"]

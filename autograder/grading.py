@@ -260,14 +260,25 @@ def _run_until_complete(program, spec: Assignment, limits: Limits, gpu: bool, sa
 def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
     """Judge every check call here, in the grader's process; a test scores when all its calls pass.
 
-    Returns the test results and ``(method, traceback)`` for every judge that crashed."""
+    A function built on others is judged with what their own checks collected in this run
+    (same hidden flag), so one bug costs points once. Returns the test results and
+    ``(method, traceback)`` for every judge that crashed."""
     data = protocol.call_data(e for _, e in run.events)
     checks = chapter_module(spec.name).Checks(spec.track)
+    calls = [call for _, call in spec.calls()]
+    collected = {}
+    for index, call in enumerate(calls):
+        if isinstance(data.get(index), dict) and protocol.COLLECTED in data[index]:
+            collected.setdefault((call.method, bool(call.kwargs_dict().get("hidden"))),
+                                 data[index][protocol.COLLECTED])
     results, errors, index = [], [], 0
     for test in spec.plan:
         messages, passed = [], True
         for call in test.calls:
-            ok, message, crash = _judge_call(checks, call, data.get(index), skipped_calls.get(index))
+            hidden = bool(call.kwargs_dict().get("hidden"))
+            blocks = {block: collected[(block, hidden)] for block in _uses(checks, call.method)
+                      if (block, hidden) in collected}
+            ok, message, crash = _judge_call(checks, call, data.get(index), skipped_calls.get(index), blocks)
             passed &= ok
             messages.append(message)
             if crash:
@@ -278,7 +289,12 @@ def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
     return results, errors
 
 
-def _judge_call(checks, call, data, skipped_reason) -> tuple:
+def _uses(checks, method: str) -> tuple:
+    declared = checks.chapter.checks.get(method)
+    return getattr(declared, "uses", ())
+
+
+def _judge_call(checks, call, data, skipped_reason, blocks: dict) -> tuple:
     """``(passed, message, traceback of a crash in the judge or None)``."""
     label = f"check {call.method}({call.target})"
     if skipped_reason is not None:
@@ -290,8 +306,11 @@ def _judge_call(checks, call, data, skipped_reason) -> tuple:
                        "gives and make sure the cell defining it runs without an error."), None
     if protocol.COLLECT_ERROR in data:
         return False, f"{label} could not call your code: {data[protocol.COLLECT_ERROR]}", None
+    kwargs = call.kwargs_dict()
     try:
-        return True, checks.judge(call.method, data.get(protocol.COLLECTED), **call.kwargs_dict()), None
+        if blocks:
+            kwargs["blocks"] = blocks
+        return True, checks.judge(call.method, data.get(protocol.COLLECTED), **kwargs), None
     except CheckFailure as failure:
         return False, str(failure), None
     except Exception:  # the judge itself failed: the course's bug, not the student's

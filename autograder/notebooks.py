@@ -1,10 +1,12 @@
 """Reading the course's notebooks: the code a student writes, pulled out of a
 solution notebook so that reference outputs and tests can run it."""
+import contextlib
+import io
 from pathlib import Path
 
 import nbformat
 
-IMPORTS_CELL = "imports"  # grade_id of the locked cell holding a notebook's library imports
+SETUP_CELL = "setup"  # grade_id of the locked cell that installs the course package and makes `check`
 
 
 def nbgrader_meta(cell) -> dict:
@@ -12,20 +14,34 @@ def nbgrader_meta(cell) -> dict:
 
 
 def student_code_cells(nb) -> list:
-    """The imports cell and every solution cell, in notebook order."""
-    return [c for c in nb.cells if c.cell_type == "code" and
-            (nbgrader_meta(c).get("solution") or nbgrader_meta(c).get("grade_id") == IMPORTS_CELL)]
+    """What a notebook's answers are computed from, in notebook order: its solution cells and
+    its locked cells (the imports, examples the answers read), without setup and test cells."""
+    def wanted(cell):
+        meta = nbgrader_meta(cell)
+        if cell.cell_type != "code" or meta.get("grade") or meta.get("grade_id") == SETUP_CELL:
+            return False
+        return bool(meta.get("solution") or meta.get("locked"))
+    return [c for c in nb.cells if wanted(c)]
 
 
 def solution_namespace(path: Path, replace: dict = None) -> dict:
-    """Execute a notebook's imports and solution cells; return the names they define.
+    """Execute a notebook's locked and solution cells (not setup or tests); return the names they define.
 
     `replace` maps a cell's grade_id to source that stands in for it, which is
-    how the tests plant a known-wrong implementation.
+    how the tests plant a known-wrong implementation. A planted mistake may break
+    later cells that use it, as it would in a student's notebook: their errors are
+    then ignored, while an error in the planted code itself, or in the unchanged
+    solution, raises.
     """
     nb = nbformat.read(str(path), as_version=4)
     namespace = {"__name__": f"solution:{Path(path).stem}"}
     for cell in student_code_cells(nb):
-        source = (replace or {}).get(nbgrader_meta(cell).get("grade_id"), cell.source)
-        exec(compile(source, f"{path}#{cell.get('id')}", "exec"), namespace)
+        meta = nbgrader_meta(cell)
+        source = (replace or {}).get(meta.get("grade_id"), cell.source)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # what the cells print is for students
+                exec(compile(source, f"{path}#{cell.get('id')}", "exec"), namespace)
+        except Exception:
+            if not replace or meta.get("grade_id") in replace or meta.get("grade_id") == "imports":
+                raise
     return namespace

@@ -32,9 +32,14 @@ SEED_KEY = f"{META}/seed"
 def build_references(assignment: str, split: str, seed: int, solutions_dir: Path = SOLUTIONS_DIR) -> dict:
     """Run the assignment's reference solution on one split's cases; the flat key -> array dict."""
     from .notebooks import solution_namespace  # needs nbformat: instructors only
-    declared = chapter(assignment)
-    namespace = solution_namespace(Path(solutions_dir) / assignment / f"{declared.reference_notebook}.ipynb")
-    flat = flatten(build_cases(declared, namespace, split, seed))
+    namespaces = {}
+
+    def solution(notebook: str) -> dict:
+        if notebook not in namespaces:
+            namespaces[notebook] = solution_namespace(Path(solutions_dir) / assignment / f"{notebook}.ipynb")
+        return namespaces[notebook]
+
+    flat = flatten(build_cases(chapter(assignment), solution, split, seed))
     flat[SEED_KEY] = np.asarray(seed, dtype=np.int64)
     return flat
 

@@ -115,13 +115,16 @@ def case_rng(seed: int, function: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(function.encode())])
 
 
-def build_cases(chapter, sol: dict, split: str, seed: int) -> dict:
-    """{(function, split): [{group: {name: array}}]} for every declared function.
+def build_cases(chapter, solution, split: str, seed: int) -> dict:
+    """{(check, split): [{group: {name: array}}]} for every declared function and question.
 
-    ``sol`` is the namespace of the chapter's reference solution notebook.
-    Known mistakes are produced by the same solution on transformed inputs, so
-    no second implementation of anything lives in the checks.
+    ``solution(notebook)`` is the namespace of one of the chapter's solution
+    notebooks: functions' expected outputs come from the reference notebook,
+    a question's answer from the notebook that asks it. Known mistakes are
+    produced by the same solution on transformed inputs, so no second
+    implementation of anything lives in the checks.
     """
+    sol = solution(chapter.reference_notebook)
     cases = {}
     for function in chapter.functions:
         make_inputs = function.hidden if split == "hidden" else function.visible
@@ -129,20 +132,28 @@ def build_cases(chapter, sol: dict, split: str, seed: int) -> dict:
         for args in make_inputs(case_rng(seed, function.name)):
             args = {name: np.asarray(value) for name, value in args.items()}
             groups = {"args": args, "expected": function.expected(sol, args)}
-            for mistake in function.mistakes:
+            for mistake in (*function.mistakes, *function.inherited):
                 groups.update(_variants(function, mistake, sol, args))
             items.append(groups)
         cases[(function.name, split)] = items
+    if split == "hidden":  # a question's answer is never shipped to students
+        for question in chapter.questions:
+            asked = solution(question.notebook)
+            groups = {"expected": {"answer": np.asarray(question.answer(asked))}}
+            groups.update({f"variant.{m.label}": {"answer": np.asarray(m.outputs(asked))}
+                           for m in question.mistakes})
+            cases[(question.name, split)] = [groups]
     return cases
 
 
 def _variants(function, mistake, sol: dict, args: dict) -> dict:
     produced = mistake.outputs(sol, **plain_args(args))
+    label = getattr(mistake, "key", mistake.label)
     if produced is None:
         return {}
     if isinstance(produced, list):
-        return {f"variant.{mistake.label}_{i}": function.as_outputs(p) for i, p in enumerate(produced)}
-    return {f"variant.{mistake.label}": function.as_outputs(produced)}
+        return {f"variant.{label}_{i}": function.as_outputs(p) for i, p in enumerate(produced)}
+    return {f"variant.{label}": function.as_outputs(produced)}
 
 
 def flatten(cases: dict) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -40,12 +39,28 @@ class CheckFailure(AssertionError):
                 for i, line in enumerate(str(self).splitlines())]
 
 
+class MistakeFound(CheckFailure):
+    """A check failed because the outputs match a known mistake (``label``)."""
+
+    def __init__(self, message: str, label: str, reason: str):
+        super().__init__(message)
+        self.label, self.reason = label, reason
+
+
 def fail(message: str):
-    # Wrapped here because notebook error outputs and feedback pages show long
-    # lines unwrapped, with the diagnosis scrolled out of sight.
-    raise CheckFailure("\n".join(
-        textwrap.fill(line, width=100, break_long_words=False, break_on_hyphens=False)
-        for line in message.splitlines()))
+    # No line breaks inside a sentence: the notebook, the log and the feedback
+    # page each wrap long lines to their own width.
+    raise CheckFailure(message)
+
+
+def number(value) -> str:
+    """A value as a reader expects it: 0.63009, not np.float64(0.630087527659489)."""
+    value = np.asarray(value)
+    if value.dtype == bool:
+        return str(bool(value))
+    if value.dtype.kind in "iu":
+        return str(int(value))
+    return f"{float(value):.6g}"
 
 
 # --------------------------------------------------------------------------
@@ -68,6 +83,22 @@ class Mistake:
 
 
 @dataclass(frozen=True)
+class Inherited:
+    """What this function returns when it correctly calls a building block (``block``,
+    another function of the chapter) that has the known mistake ``label``.
+    ``outputs(sol, **args)`` makes those outputs from the reference solution on
+    transformed inputs, as for a :class:`Mistake`."""
+    block: str
+    label: str
+    outputs: Callable
+    message: str = ""  # said when this function has the block's mistake but the block itself passes
+
+    @property
+    def key(self) -> str:
+        return f"{self.block}.{self.label}"
+
+
+@dataclass(frozen=True)
 class Function:
     """A student function checked against stored cases.
 
@@ -77,6 +108,12 @@ class Function:
     namespace ``sol`` (default: ``sol[name](*args)``). ``validate(got, case)``
     runs property checks before the comparison; ``diagnose(got, case)``
     explains a mismatch no known mistake explains. Both fail with a message.
+
+    ``uses`` names the chapter's functions this one is built on. One bug costs
+    once: when a building block fails its own check with a known mistake and
+    this function's outputs are what a correct composition gives on top of it
+    (``inherited``), this function passes, and its message says which block to
+    fix; when a block fails otherwise, the message says to fix that block first.
     """
     name: str
     args: tuple
@@ -89,6 +126,8 @@ class Function:
     mistakes: tuple = ()
     validate: Optional[Callable] = None
     diagnose: Optional[Callable] = None
+    uses: tuple = ()
+    inherited: tuple = ()
 
     def expected(self, sol: dict, args: dict) -> dict:
         args = plain_args(args)
@@ -103,9 +142,36 @@ class Function:
             return {self.outputs[0]: np.asarray(produced)}
         return {n: np.asarray(v) for n, v in zip(self.outputs, produced)}
 
-    def mistake(self, label: str) -> Mistake:
+    def mistake(self, label: str):
+        """The Mistake or Inherited entry a stored variant's label stands for."""
         base = re.sub(r"_\d+$", "", label)  # axis_other_2 and the like share one message
-        return next(m for m in self.mistakes if m.label == base)
+        return next(m for m in (*self.mistakes, *self.inherited)
+                    if (m.key if isinstance(m, Inherited) else m.label) == base)
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about what the student observed or computed, answered by a value in
+    the notebook (``kind`` "number", or "choice" among ``choices``).
+
+    The expected answer, ``answer(sol)``, comes from the reference solution notebook
+    and is stored with the hidden cases only: the visible check confirms the answer's
+    form, the graded one its value. Numbers are compared with the named bound
+    ``tolerance`` of the tolerance policy. ``mistakes`` are known wrong answers
+    (``Mistake(label, message, outputs=lambda sol: value)``); ``hint`` is said for
+    any other wrong answer. ``sol`` is the namespace of ``notebook``'s solution.
+    """
+    name: str
+    doc: str
+    notebook: str            # the notebook that asks it; its solution holds the answer
+    answer: Callable
+    kind: str = "number"
+    choices: tuple = ()
+    tolerance: str = "answer"
+    mistakes: tuple = ()
+    hint: str = ""
+    tracks: tuple = TRACKS
+
 
 
 @dataclass(frozen=True)
@@ -130,11 +196,12 @@ class Chapter:
     assignment: str
     functions: tuple
     custom: tuple = ()
+    questions: tuple = ()
     reference_notebook: str = "1_numpy"   # the solution notebook that produces the references
 
     @property
     def checks(self) -> dict:
-        return {c.name: c for c in (*self.functions, *self.custom)}
+        return {c.name: c for c in (*self.functions, *self.questions, *self.custom)}
 
     def function(self, name: str) -> Function:
         return next(f for f in self.functions if f.name == name)
@@ -151,7 +218,7 @@ class Chapter:
 
 
 def _check_method(check) -> Callable:
-    if isinstance(check, Function):
+    if isinstance(check, (Function, Question)):
         def method(self, fn, hidden=False):
             self.run(check.name, fn, hidden=hidden)
     else:
@@ -217,23 +284,45 @@ class Checks:
     def collect(self, method: str, target, **kwargs):
         """Plain data: what the student's ``target`` gives on this check's inputs."""
         check = self._declared(method)
+        if isinstance(check, Question):
+            return collect_answer(target)
         if isinstance(check, Function):
             cases = self.cases(method, kwargs.get("hidden", False))
             return collect_calls(target, cases, lambda case: self.positional(case, check.args),
                                  len(check.outputs), self.backend)
         return check.collect(self, target, **{**check.options, **kwargs})
 
-    def judge(self, method: str, record, **kwargs) -> str:
-        """The pass message; raises CheckFailure with a diagnosis otherwise."""
+    def judge(self, method: str, record, blocks: dict = None, **kwargs) -> str:
+        """The pass message; raises CheckFailure with a diagnosis otherwise.
+
+        ``blocks`` holds what the checks of this function's building blocks collected
+        (``{name: record}``), where they ran: a function on top of a block with a known
+        mistake is judged on top of it, so one bug costs once."""
         check = self._declared(method)
+        if isinstance(check, Question):
+            return self._judge_answer(check, record, kwargs.get("hidden", False))
         if isinstance(check, Function):
-            return self._judge_function(check, record, kwargs.get("hidden", False))
+            return self._judge_function(check, record, kwargs.get("hidden", False), blocks or {})
         return check.judge(self, record, **{**check.options, **kwargs})
 
     def run(self, method: str, target, **kwargs):
-        """Both halves, as in a notebook: the record crosses the grader's transport first."""
-        record = transport.loads(transport.dumps(self.collect(method, target, **kwargs)))
-        print(self.judge(method, record, **kwargs))
+        """Both halves, as in a notebook: the records cross the grader's transport first.
+        The building blocks are collected only when the function itself fails."""
+        def crossed(record):
+            return transport.loads(transport.dumps(record))
+
+        record = crossed(self.collect(method, target, **kwargs))
+        check = self._declared(method)
+        try:
+            message = self.judge(method, record, **kwargs)
+        except CheckFailure:
+            if not getattr(check, "uses", ()):
+                raise
+            defined = getattr(target, "__globals__", {})  # where the student's function was defined
+            blocks = {block: crossed(self.collect(block, defined[block], hidden=kwargs.get("hidden", False)))
+                      for block in check.uses if block in defined}
+            message = self.judge(method, record, blocks=blocks, **kwargs)
+        print(message)
 
     # -- functions called on stored cases -------------------------------------
     def positional(self, case: Case, names: tuple) -> list:
@@ -245,14 +334,68 @@ class Checks:
             args.append(plain_arg(value) if value.ndim == 0 else self.backend.asarray(value))
         return args
 
-    def _judge_function(self, check: Function, records, hidden: bool) -> str:
+    def _judge_function(self, check: Function, records, hidden: bool, blocks: dict) -> str:
         cases = self.cases(check.name, hidden)
-        for case, record in judge_records(records, cases, check.name):
-            got = outputs_of(record, check.outputs, check.name, self.array_type_name)
+        try:
+            self._judge_cases(check, records, cases, {})
+            return pass_message(check.name, cases, hidden)
+        except CheckFailure as failure:
+            failing = self._failing_blocks(check, blocks, hidden)
+            if not failing:
+                raise
+            accepted = {block: label for block, (label, _) in failing.items() if label}
+            if accepted:
+                try:
+                    inherited = self._judge_cases(check, records, cases, accepted)
+                except CheckFailure as again:
+                    failure = again
+                else:
+                    blocks = " and ".join(sorted(inherited))
+                    return (f"\u2714 {check.name}: all {len(cases)} {'hidden' if hidden else 'visible'} "
+                            f"cases match what a correct {check.name} gives on top of your {blocks}, "
+                            f"whose own check fails: fix {blocks}, and {check.name} needs no change.")
+            block, (_, reason) = next(iter(failing.items()))
+            fail(f"{failure}\nFix {block} first: its own check fails ({reason}). {check.name} "
+                 "calls it, so it is judged again once that passes.")
+
+    def _judge_cases(self, check: Function, records, cases: list, accepted: dict) -> set:
+        inherited = set()
+        for case, case_record in judge_records(records, cases, check.name):
+            got = outputs_of(case_record, check.outputs, check.name, self.array_type_name)
             if check.validate is not None:
                 check.validate(got, case)
-            compare(got, case, check, self.device)
-        return pass_message(check.name, cases, hidden)
+            inherited |= compare(got, case, check, self.device, accepted)
+        return inherited
+
+    def _failing_blocks(self, check: Function, blocks: dict, hidden: bool) -> dict:
+        """{block: (the known mistake's label or None, why it fails)} for the building blocks
+        whose own check fails on what the student's notebook defines."""
+        failing = {}
+        for block in check.uses:
+            if block not in blocks:
+                continue  # not collected (not checked in this notebook, or its check could not run)
+            try:
+                self._judge_function(self.chapter.function(block), blocks[block], hidden, {})
+            except MistakeFound as found:
+                failing[block] = (found.label, found.reason)
+            except CheckFailure as failure:
+                failing[block] = (None, str(failure).splitlines()[0])
+        return failing
+
+    # -- questions --------------------------------------------------------------
+    def _judge_answer(self, question: "Question", record, hidden: bool) -> str:
+        value = read_answer(question, record)
+        if not hidden:
+            return (f"\u2714 {question.name}: your answer, {value}, is recorded. Questions are "
+                    "marked when the notebook is graded.")
+        case = self.cases(question.name, hidden=True)[0]
+        if answer_matches(question, value, case.expected["answer"]):
+            return f"\u2714 {question.name}: {value} is right."
+        for label, variant in case.variants.items():
+            if answer_matches(question, value, variant["answer"]):
+                fail(f"{question.name}: {value} is not the answer. "
+                     + next(m for m in question.mistakes if m.label == label).message)
+        fail(f"{question.name}: {value} is not the answer. {question.hint}".strip())
 
 
 # --------------------------------------------------------------------------
@@ -358,8 +501,13 @@ def outputs_of(record: dict, names: tuple, function: str, array_type_name: str) 
     return out
 
 
-def compare(got: dict, case: Case, check: Function, device: str):
-    """Fail unless ``got`` matches the case's expected outputs; name the mistake when one fits."""
+def compare(got: dict, case: Case, check: Function, device: str, accepted: dict = None) -> set:
+    """Fail unless ``got`` matches the case's expected outputs; name the mistake when one fits.
+
+    ``accepted`` maps a building block to the known mistake its own check found: outputs
+    that a correct composition gives on top of that mistake pass. Returns the blocks
+    whose mistake the outputs carry (empty when they match the reference itself).
+    """
     if not case.expected:
         raise RuntimeError(f"no reference outputs for {case.describe()}: the grader must judge "
                            "with the full references, not the inputs a sandbox sees.")
@@ -369,10 +517,16 @@ def compare(got: dict, case: Case, check: Function, device: str):
         check_dtype(got[name][1], want, name, case)
     arrays = {name: value for name, (value, _) in got.items()}
     if all(is_close(arrays[n], w, case.dtype, device) for n, w in case.expected.items()):
-        return
+        return set()
     label = matching_variant(got, case, device)
     if label is not None:
-        fail(f"{case.describe()}: {check.mistake(label).message}")
+        mistake = check.mistake(label)
+        if isinstance(mistake, Inherited):
+            if (accepted or {}).get(mistake.block) == mistake.label:
+                return {mistake.block}
+            reason = mistake.message or mistake.label
+            raise MistakeFound(f"{case.describe()}: {reason}", label, reason)
+        raise MistakeFound(f"{case.describe()}: {mistake.message}", mistake.label, mistake.message)
     if check.diagnose is not None:
         check.diagnose(arrays, case)
     name = next(n for n, w in case.expected.items() if not is_close(arrays[n], w, case.dtype, device))
@@ -420,7 +574,7 @@ def worst_mismatch(got: np.ndarray, want: np.ndarray) -> str:
     diff = np.where(np.isnan(diff), np.inf, diff)
     idx = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     return (f"largest difference at index {tuple(int(i) for i in idx)}: "
-            f"got {got[idx]!r}, expected {want[idx]!r}")
+            f"got {number(got[idx])}, expected {number(want[idx])}")
 
 
 def matching_variant(outputs: dict, case: Case, device: str):
@@ -431,6 +585,46 @@ def matching_variant(outputs: dict, case: Case, device: str):
                for name, v in variant.items()):
             return label
     return None
+
+
+def collect_answer(value) -> dict:
+    """A question's answer as plain data: a number, a text, or what else it was."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d array or tensor
+        try:
+            value = value.item()
+        except Exception:  # e.g. a tensor on a device that cannot be read
+            pass
+    if isinstance(value, (bool, np.bool_)):
+        return {"other": "bool"}
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return {"number": float(value)}
+    if isinstance(value, str):
+        return {"text": value[:MAX_MESSAGE]}
+    return {"other": f"{type(value).__module__}.{type(value).__name__}"}
+
+
+def read_answer(question, record):
+    """The answer in a record, after checking its form; fails with what to write instead."""
+    if not isinstance(record, dict):
+        fail(f"the check of {question.name} sent no readable answer.")
+    if question.kind == "number":
+        value = record.get("number")
+        if not isinstance(value, float) or not np.isfinite(value):
+            fail(f"{question.name} must be a number (like 2.5); got "
+                 f"{record.get('text') or record.get('other') or value}.")
+        return number(value)
+    text = record.get("text")
+    options = ", ".join(repr(c) for c in question.choices)
+    if not isinstance(text, str) or text.strip().lower() not in [c.lower() for c in question.choices]:
+        fail(f"{question.name} must be one of {options}; got {text if text is not None else record.get('other')}.")
+    return text.strip().lower()
+
+
+def answer_matches(question, value, expected) -> bool:
+    expected = np.asarray(expected)
+    if question.kind == "number":
+        return is_near(float(value), float(expected), question.tolerance)
+    return str(value).lower() == str(expected.item()).lower()
 
 
 def pass_message(function: str, cases: list, hidden: bool) -> str:

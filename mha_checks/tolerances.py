@@ -27,6 +27,10 @@ NAMED = {
     # weight may be and still count as zero, when a check explains a mismatch.
     "row_sum": (0.0, 1e-4),
     "zero_weight": (0.0, 1e-6),
+    # A question's numeric answer: given to two decimals ("answer"), or a quantity the
+    # student measures with their own random draws ("estimate", within 10 %).
+    "answer": (0.0, 0.006),
+    "estimate": (0.1, 0.0),
     # Regenerated reference outputs against the committed ones, in units of the
     # dtype's machine epsilon (relative): BLAS builds sum in different orders.
     "reproducible_ulps": (1000.0, 0.0),

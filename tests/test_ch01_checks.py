@@ -43,3 +43,41 @@ def test_mutant_library_covers_the_design_list():
                      "sdpa_mask_after_softmax", "sdpa_mask_flipped", "sdpa_nan_on_fully_masked_row",
                      "sdpa_promotes_float32", "single_head_transposed_weights"):
         assert required in names
+
+
+def _mutant(name):
+    return next(m for m in mutants(ASSIGNMENT) if m.name == name)
+
+
+def test_one_bug_costs_once_in_the_checks(capsys):
+    """single_head_attention on top of an attention that divides by d_k passes, and says where the bug is;
+    on top of an attention with an unrecognised bug it fails and says to fix that first."""
+    from mha_checks.engine import CheckFailure
+    import pytest
+    check = checks_for(ASSIGNMENT, "1_numpy")
+    scaled = _mutant("sdpa_scale_by_d")
+    ns = solution_namespace(solution_path(ASSIGNMENT, "1_numpy"), replace={scaled.cell: scaled.source})
+    with pytest.raises(CheckFailure):
+        check.scaled_dot_product_attention(ns["scaled_dot_product_attention"])
+    for hidden in (False, True):
+        check.single_head_attention(ns["single_head_attention"], hidden=hidden)
+        said = capsys.readouterr().out
+        assert "on top of your scaled_dot_product_attention" in said and "fix scaled_dot_product_attention" in said
+    after = _mutant("sdpa_mask_after_softmax")
+    ns = solution_namespace(solution_path(ASSIGNMENT, "1_numpy"), replace={after.cell: after.source})
+    with pytest.raises(CheckFailure, match="Fix scaled_dot_product_attention first"):
+        check.single_head_attention(ns["single_head_attention"])
+
+
+def test_one_bug_costs_once_in_grading(tmp_path):
+    """The issue's case: dividing by d_k instead of sqrt(d_k) costs the attention tests only."""
+    from autograder.grading import grade
+    from course import full_marks, student_notebook, submit
+    scaled = _mutant("sdpa_scale_by_d")
+    submit(tmp_path / "subs", "dk", ASSIGNMENT,
+           {"1_numpy": student_notebook(ASSIGNMENT, "1_numpy", {scaled.cell: scaled.source})})
+    result = {r.notebook: r for r in grade(tmp_path / "subs", tmp_path / "out", verbose=False)}["1_numpy"]
+    lost = {t["grade_id"] for t in result.tests if t["score"] < t["points"]}
+    assert lost == {"test_sdpa", "test_sdpa_hidden"}, result.tests
+    sdpa_points = sum(t["points"] for t in result.tests if t["grade_id"] in lost)
+    assert result.score == full_marks(ASSIGNMENT, "1_numpy") - sdpa_points

@@ -27,10 +27,17 @@ EXPECTED_LABELS = [
     ("cell 6 (softmax-demo)", "student"),
     ("cell 8 (softmax)", "student"),
     ("cell 12 (causal_mask)", "student"),
-    ("cell 16 (scaled_dot_product_attention)", "student"),
-    ("cell 20 (single_head_attention)", "student"),
-    ("cell 24 (cat-example)", "student"),
+    ("cell 15 (scaled_dot_product_attention)", "student"),
+    ("cell 19 (single_head_attention)", "student"),
+    ("cell 23 (variance_growth)", "student"),
+    ("cat-example (instructor)", "instructor"),
+    ("cell 27 (sleeps_cat_weight)", "student"),
+    ("cell 30 (masked_first_weight)", "student"),
+    ("cell 33 (padding_mask)", "student"),
+    ("cell 35 (padding-example)", "student"),
 ]
+LOCKED_LABELS = [label for label in EXPECTED_LABELS if label[1] == "instructor"]
+LOCKED_IDS = ("setup", "imports", "cat-example")
 SNEAKY = "softmax = lambda x, axis=-1: x  # must never run"
 
 _RELEASE_TEXT = RELEASE_PATH.read_text(encoding="utf-8")
@@ -305,14 +312,14 @@ def test_solution_with_no_code_anywhere_is_noted():
     nb = release()
     nb["cells"] = [c for c in nb["cells"] if c.get("id") in ("setup", "imports")]
     prog = build(nb)
-    assert [origin for _, origin in labels(prog)] == ["instructor", "instructor"]
-    assert prog.notes == ["the submission has no code of its own"]
+    assert [origin for _, origin in labels(prog)] == ["instructor"] * len(LOCKED_IDS)
+    assert prog.notes[-1] == "the submission has no code of its own"
 
 
 def test_empty_student_cells_are_no_code_of_their_own():
     nb = release()
     for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and cell["id"] not in ("setup", "imports"):
+        if cell["cell_type"] == "code" and cell["id"] not in LOCKED_IDS:
             cell["source"] = "  \n"
     assert build(nb).notes == ["the submission has no code of its own"]
 
@@ -357,7 +364,7 @@ def test_malformed_cells_are_treated_as_absent():
                                         {"cells": [], "metadata": {"kernelspec": "python"}}])
 def test_malformed_submission_gives_only_the_locked_cells(submission):
     prog = build(submission)
-    assert labels(prog) == EXPECTED_LABELS[:2]
+    assert labels(prog) == LOCKED_LABELS
     assert prog.notes[-1] == "the submission has no code of its own"
 
 
@@ -450,7 +457,7 @@ def test_nbformat_3_is_converted_and_its_code_runs(tmp_path):
     assert [(c["cell_type"], text(c)) for c in nb["cells"]] == [("code", "x = 1")]
     prog = build(nb)
     assert ("x = 1", "student") in runs(prog)
-    assert labels(prog)[:2] == EXPECTED_LABELS[:2]  # the locked cells, put back
+    assert [l for l in labels(prog) if l[1] == "instructor"] == LOCKED_LABELS  # the locked cells, put back
 
 
 def test_malformed_nbformat_3_is_invalid_not_a_crash(tmp_path):
@@ -523,30 +530,36 @@ def plan_of(name: str) -> dict:
 def test_plan_of_numpy_notebook():
     plan = program.test_plan(source_notebook("1_numpy"))
     assert [spec.grade_id for spec in plan] == [
-        "test_softmax", "test_softmax_hidden", "test_causal_mask", "test_causal_mask_hidden",
-        "test_sdpa", "test_sdpa_hidden", "test_single_head", "test_single_head_hidden"]
-    assert program.max_points(plan) == 13.0
+        "test_softmax", "test_softmax_hidden", "test_causal_mask", "test_sdpa", "test_sdpa_hidden",
+        "test_single_head", "test_single_head_hidden", "test_variance_growth", "test_sleeps_cat_weight",
+        "test_masked_first_weight", "test_padding_mask"]
+    assert program.max_points(plan) == 15.0
     by_id = {spec.grade_id: spec for spec in plan}
     assert by_id["test_softmax_hidden"] == program.TestSpec(
-        "test_softmax_hidden", 2.0, (program.CheckCall("softmax", "softmax", (("hidden", True),)),),
+        "test_softmax_hidden", 1.0, (program.CheckCall("softmax", "softmax", (("hidden", True),)),),
+        True)
+    # a visible and a hidden call in one cell: one test, hidden by its marker
+    assert by_id["test_causal_mask"] == program.TestSpec(
+        "test_causal_mask", 1.0, (program.CheckCall("causal_mask", "causal_mask", ()),
+                                  program.CheckCall("causal_mask", "causal_mask", (("hidden", True),))),
         True)
     assert by_id["test_softmax"] == program.TestSpec(
         "test_softmax", 1.0, (program.CheckCall("softmax", "softmax", ()),), False)
     assert by_id["test_sdpa"].calls == (program.CheckCall(
         "scaled_dot_product_attention", "scaled_dot_product_attention", ()),)
-    assert [spec.hidden for spec in plan] == [False, True] * 4
+    assert [spec.hidden for spec in plan] == [False, True, True, False, True, False, True, True, True, True, True]
 
 
 def test_plan_of_cupy_notebook():
     plan = plan_of("2_cupy")
-    assert program.max_points(plan.values()) == 19.0
+    assert program.max_points(plan.values()) == 18.0
     assert plan["test_time_gpu"].calls == (program.CheckCall("gpu_timer", "time_gpu", ()),)
     assert plan["test_fused_softmax_hidden"].hidden
 
 
 def test_plan_of_pytorch_notebook():
     plan = plan_of("3_pytorch")
-    assert program.max_points(list(plan.values())) == 19.0
+    assert program.max_points(list(plan.values())) == 18.0
     hidden = plan["test_matches_torch_hidden"]
     assert hidden.calls == (program.CheckCall(
         "matches_torch_sdpa", "scaled_dot_product_attention", (("n_trials", 40), ("seed", 1))),)

@@ -9,7 +9,7 @@ from course import (ASSIGNMENTS, all_mutants, checks_for, mutants, notebook_para
 from autograder.notebooks import solution_namespace
 from mha_checks import registry
 from mha_checks.chapters import chapter
-from mha_checks.engine import CheckFailure, Function
+from mha_checks.engine import CheckFailure, Function, Question
 
 
 def function_checks(assignment: str, notebook: str) -> list:
@@ -44,11 +44,12 @@ def test_every_function_has_visible_and_hidden_cases(assignment):
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_every_chapter_has_known_wrong_implementations_of_its_cpu_functions(assignment):
+def test_every_chapter_has_known_wrong_implementations_of_its_cpu_functions_and_questions(assignment):
     """A function only a GPU notebook has may go without (no GPU here to test a mutant on)."""
     caught = {m.check for m in mutants(assignment)}
     cpu = {f.name for f in chapter(assignment).functions if set(f.tracks) - {"cupy"}}
-    assert cpu <= caught, f"no known-wrong implementation for {sorted(cpu - caught)}"
+    cpu |= {q.name for q in chapter(assignment).questions}
+    assert cpu <= caught, f"no known-wrong implementation or answer for {sorted(cpu - caught)}"
 
 
 def test_unimplemented_function_says_so():
@@ -64,7 +65,11 @@ def _mutated(assignment, mutant):
                               replace={mutant.cell: mutant.source})
 
 
-@pytest.mark.parametrize("assignment, mutant", all_mutants())
+def _kind(p):
+    return type(chapter(p.values[0]).checks.get(p.values[1].check))
+
+
+@pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) is not Question])
 def test_mutant_fails_visible_check_naming_its_mistake(assignment, mutant):
     check = checks_for(assignment, mutant.notebook)
     with pytest.raises(CheckFailure) as failure:
@@ -72,14 +77,40 @@ def test_mutant_fails_visible_check_naming_its_mistake(assignment, mutant):
     assert mutant.message in " ".join(str(failure.value).split()), str(failure.value)
 
 
-@pytest.mark.parametrize("assignment, mutant", [
-    p for p in all_mutants()
-    if isinstance(chapter(p.values[0]).checks.get(p.values[1].check), Function)])
+@pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) is Function])
 def test_mutant_fails_hidden_check_too(assignment, mutant):
     """Hidden cases alone also catch each mistake: they are no weaker than the visible ones."""
     with pytest.raises(CheckFailure):
         getattr(checks_for(assignment, mutant.notebook), mutant.check)(
             _mutated(assignment, mutant)[mutant.function], hidden=True)
+
+
+@pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) is Question])
+def test_wrong_answer_has_the_right_form_and_is_marked_wrong_with_its_reason(assignment, mutant, capsys):
+    """A question's visible check confirms only the form (the answer stays with the grader);
+    the graded check marks a known wrong answer wrong and says why."""
+    check, answer = checks_for(assignment, mutant.notebook), _mutated(assignment, mutant)[mutant.function]
+    getattr(check, mutant.check)(answer)
+    assert "is recorded" in capsys.readouterr().out
+    with pytest.raises(CheckFailure) as failure:
+        getattr(check, mutant.check)(answer, hidden=True)
+    assert mutant.message in " ".join(str(failure.value).split()), str(failure.value)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_notebook_asks_two_to_four_questions(assignment):
+    for nb in registry.chapter(assignment).notebooks:
+        asked = [q for q in chapter(assignment).questions if q.notebook == nb.name]
+        assert 2 <= len(asked) <= 4, f"{nb.name} asks {len(asked)} questions"
+        assert all(nb.track in q.tracks for q in asked)
+
+
+@pytest.mark.parametrize("assignment, notebook", notebook_params())
+def test_solution_answers_every_question_right(assignment, notebook):
+    check, ns = checks_for(assignment, notebook), solution(assignment, notebook)
+    for question in chapter(assignment).questions:
+        if question.notebook == notebook:
+            getattr(check, question.name)(ns[question.name], hidden=True)
 
 
 def test_a_notebook_check_judges_what_went_through_the_graders_transport(monkeypatch):

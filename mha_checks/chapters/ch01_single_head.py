@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from ..engine import Chapter, Custom, Function, Mistake, describe_exception, fail, is_close, is_near
+from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, describe_exception, fail,
+                      is_close, is_near)
 from ..engine import collect_calls, judge_exception, judge_records, outputs_of, plain_result
 from ..tolerances import named
 
@@ -120,6 +121,16 @@ def single_head_hidden(rng):
     ]
 
 
+def padding_visible(rng):
+    return [dict(lengths=np.array([3, 1, 5]), T=5), dict(lengths=np.array([2]), T=4)]
+
+
+def padding_hidden(rng):
+    return [dict(lengths=np.array([0, 7, 2, 4]), T=7),          # an empty sequence: a row of False
+            dict(lengths=rng.integers(1, 9, size=6), T=9),
+            dict(lengths=np.array([6, 6]), T=6)]
+
+
 def _fused_cases(rng, shapes):
     cases = []
     for shape in shapes:
@@ -145,13 +156,32 @@ def _root_d(q):
     return q.dtype.type(math.sqrt(q.shape[-1]))
 
 
+def _flip_is_distinct(mask, batch_shape, T_q, T_k) -> bool:
+    """Flipping is only a distinct mistake where it leaves every row a key."""
+    full = np.broadcast_to(mask, (*batch_shape, T_q, T_k))
+    return bool(full.any(axis=-1).all() and (~full).any(axis=-1).all())
+
+
 def _mask_flipped(sol, q, k, v, mask=None):
-    if mask is None:
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    if mask is None or not _flip_is_distinct(mask, batch, q.shape[-2], k.shape[-2]):
         return None
-    full = np.broadcast_to(mask, (*np.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2]))
-    if not (full.any(axis=-1).all() and (~full).any(axis=-1).all()):
-        return None  # flipping is only a distinct mistake where it leaves every row a key
     return _sdpa(sol, q, k, v, ~mask)
+
+
+def _shead(sol, x, w_q, w_k, w_v, mask=None):
+    return sol["single_head_attention"](x, w_q, w_k, w_v, mask)
+
+
+def _root_dk(x, w_q):
+    return x.dtype.type(math.sqrt(w_q.shape[1]))
+
+
+def _shead_mask_flipped(sol, x, w_q, w_k, w_v, mask=None):
+    T = x.shape[-2]
+    if mask is None or not _flip_is_distinct(mask, x.shape[:-2], T, T):
+        return None
+    return _shead(sol, x, w_q, w_k, w_v, ~mask)
 
 
 def _scale_d_model(sol, x, w_q, w_k, w_v, mask=None):
@@ -225,6 +255,20 @@ def _diagnose_attention(got, case):
         fail(f"{case.describe()}: the weights are right but out is not: out is weights @ v.")
 
 
+def _padding_mask_has_query_axis(got, case):
+    lengths, T = case.args["lengths"], int(case.args["T"])
+    if got["mask"][0].shape == (len(lengths), T):
+        fail(f"{case.describe()} has shape (B, T) = {got['mask'][0].shape}; give it the query axis, (B, 1, T) = {(len(lengths), 1, T)}, so that "
+             "it broadcasts over every query of the (B, T_q, T_k) scores.")
+    _boolean(got, case, "mask")
+
+
+def _boolean(got, case, name):
+    if got[name][1] != "bool":
+        fail(f"{case.describe()} returned {name} with dtype {got[name][1]}; "
+             "return booleans (True = may attend), e.g. with dtype=bool.")
+
+
 def _causal_mask_is_boolean(got, case):
     if got["mask"][1] != "bool":
         fail(f"causal_mask({int(case.args['T'])}) has dtype {got['mask'][1]}; "
@@ -276,7 +320,7 @@ def _sdpa_trials(n_trials, seed):
         k = torch.randn(B, T_k, d_k, generator=gen, dtype=dtype)
         v = torch.randn(B, T_k, d_v, generator=gen, dtype=dtype)
         mask = torch.rand(T_q, T_k, generator=gen) < 0.7
-        mask[:, 0] = True  # torch's own function gives NaN for a row with no key
+        mask[:, 0] = True  # torch's own function has given NaN for a row with no key (versions differ)
         for m in ([None, mask] if trial % 3 else [mask]):
             yield q, k, v, m
 
@@ -456,6 +500,13 @@ def _judge_module(checks, records):
 # The chapter
 # --------------------------------------------------------------------------
 
+NO_SCALE = ("the scores were not divided by sqrt(d_k): scale q·kᵀ by 1/sqrt(d_k), "
+            "with d_k = q.shape[-1].")
+SCALE_BY_D = "the scores were divided by d_k instead of sqrt(d_k)."
+MASK_FLIPPED = ("the mask is used the wrong way round: True means 'may attend', so masked (False) "
+                "keys must get weight 0.")
+MASK_IGNORED = "the mask was ignored: keys where mask is False must get weight 0."
+
 SOFTMAX = Function(
     "softmax", args=("x", "axis"), outputs=("out",),
     doc="softmax(x, axis=-1): shape, dtype, stability at 1e4, the axis argument.",
@@ -471,7 +522,7 @@ CAUSAL_MASK = Function(
     visible=causal_visible, hidden=causal_hidden,
     mistakes=(
         Mistake("causal_upper", "True must be on and below the diagonal (query i may attend to keys 0..i); "
-                "you built the upper triangle (np.triu), which lets tokens see the future.",
+                "you built the upper triangle, which lets tokens see the future.",
                 lambda sol, T: sol["causal_mask"](T).T.copy()),
         Mistake("causal_strict", "the diagonal must be True: a token may attend to itself.",
                 lambda sol, T: sol["causal_mask"](T) & ~np.eye(T, dtype=bool)),
@@ -483,17 +534,14 @@ SCALED_DOT_PRODUCT_ATTENTION = Function(
     doc="scaled_dot_product_attention(q, k, v, mask=None) -> (out, weights).",
     visible=attention_visible, hidden=attention_hidden,
     mistakes=(
-        Mistake("no_scale", "the scores were not divided by sqrt(d_k): scale q·kᵀ by 1/sqrt(d_k), "
-                "with d_k = q.shape[-1].",
-                lambda sol, q, k, v, mask=None: _sdpa(sol, q * _root_d(q), k, v, mask)),
-        Mistake("scale_by_d", "the scores were divided by d_k instead of sqrt(d_k).",
-                lambda sol, q, k, v, mask=None: _sdpa(sol, q / _root_d(q), k, v, mask)),
-        Mistake("mask_flipped", "the mask is used the wrong way round: True means 'may attend', so "
-                "masked (False) keys must get weight 0.", _mask_flipped),
-        Mistake("mask_ignored", "the mask was ignored: keys where mask is False must get weight 0.",
+        Mistake("no_scale", NO_SCALE, lambda sol, q, k, v, mask=None: _sdpa(sol, q * _root_d(q), k, v, mask)),
+        Mistake("scale_by_d", SCALE_BY_D, lambda sol, q, k, v, mask=None: _sdpa(sol, q / _root_d(q), k, v, mask)),
+        Mistake("mask_flipped", MASK_FLIPPED, _mask_flipped),
+        Mistake("mask_ignored", MASK_IGNORED,
                 lambda sol, q, k, v, mask=None: None if mask is None else _sdpa(sol, q, k, v)),
     ),
-    diagnose=_diagnose_attention)
+    diagnose=_diagnose_attention,
+    uses=("softmax",))
 
 SINGLE_HEAD_ATTENTION = Function(
     "single_head_attention", args=("x", "w_q", "w_k", "w_v", "mask"), outputs=("out", "weights"),
@@ -505,7 +553,35 @@ SINGLE_HEAD_ATTENTION = Function(
         Mistake("weights_transposed", "the weights were used transposed: compute q = x @ w_q with w_q of "
                 "shape (d_model, d_k); do not transpose the weight matrices.", _weights_transposed),
     ),
-    diagnose=_diagnose_attention)
+    diagnose=_diagnose_attention,
+    # One bug costs once: a correct single head on top of an attention function with one
+    # of these mistakes passes, and its message points at scaled_dot_product_attention.
+    uses=("scaled_dot_product_attention",),
+    inherited=(
+        Inherited("scaled_dot_product_attention", "no_scale",
+                  lambda sol, x, w_q, w_k, w_v, mask=None: _shead(sol, x, w_q * _root_dk(x, w_q), w_k, w_v, mask),
+                  message=NO_SCALE),
+        Inherited("scaled_dot_product_attention", "scale_by_d",
+                  lambda sol, x, w_q, w_k, w_v, mask=None: _shead(sol, x, w_q / _root_dk(x, w_q), w_k, w_v, mask),
+                  message=SCALE_BY_D),
+        Inherited("scaled_dot_product_attention", "mask_flipped", _shead_mask_flipped, message=MASK_FLIPPED),
+        Inherited("scaled_dot_product_attention", "mask_ignored",
+                  lambda sol, x, w_q, w_k, w_v, mask=None: None if mask is None else _shead(sol, x, w_q, w_k, w_v),
+                  message=MASK_IGNORED),
+    ))
+
+PADDING_MASK = Function(
+    "padding_mask", args=("lengths", "T"), outputs=("mask",), tracks=("numpy",),
+    doc="padding_mask(lengths, T) (stretch): boolean (B, 1, T), True where key j < lengths[b].",
+    visible=padding_visible, hidden=padding_hidden,
+    mistakes=(
+        Mistake("one_too_many", "one padding key too many is allowed: positions 0 .. length-1 are real "
+                "tokens, so key j is real when j < length.",
+                lambda sol, lengths, T: sol["padding_mask"](np.minimum(lengths + 1, T), T)),
+        Mistake("flipped", "True must mark the real tokens (they may be attended to) and False the padding.",
+                lambda sol, lengths, T: ~sol["padding_mask"](lengths, T)),
+    ),
+    validate=_padding_mask_has_query_axis)
 
 FUSED_SOFTMAX = Function(
     "fused_softmax", args=("x",), outputs=("out",), tracks=("cupy",),
@@ -515,9 +591,85 @@ FUSED_SOFTMAX = Function(
     reference=lambda sol, x: sol["softmax"](x, axis=-1),
     diagnose=_diagnose_softmax)
 
+
+# --------------------------------------------------------------------------
+# Questions: numbers and choices about what the student observed
+# --------------------------------------------------------------------------
+
+def _cat_sleeps_head_1(sol):
+    """The weights of the chapter's "Cat sleeps" head 1 (the first two features), by the solution."""
+    X = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0]])
+    first_two = np.eye(4)[:, :2]
+    return sol["single_head_attention"](X, first_two, first_two, first_two)[1]
+
+
+QUESTIONS = (
+    Question(
+        "variance_growth", notebook="1_numpy", tracks=("numpy",), tolerance="estimate",
+        doc="By what factor does the variance of q·k grow from d_k = 16 to d_k = 64 (your measurement)?",
+        answer=lambda sol: sol["variance_growth"],
+        mistakes=(Mistake("std_growth", "That is how much the standard deviation grows; the variance of a "
+                          "sum of d_k independent unit-variance products grows like d_k itself.",
+                          lambda sol: math.sqrt(sol["variance_growth"])),),
+        hint="Measure Var(q·k) over many random pairs for each width and divide the two."),
+    Question(
+        "sleeps_cat_weight", notebook="1_numpy", tracks=("numpy",),
+        doc="In 'Cat sleeps', head 1: what weight does 'sleeps' give to 'Cat' (two decimals)?",
+        answer=lambda sol: sol["sleeps_cat_weight"],
+        mistakes=(
+            Mistake("cat_self", "That is the weight 'Cat' gives itself. Rows are the tokens attending, "
+                    "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
+                    lambda sol: _cat_sleeps_head_1(sol)[0, 0]),
+            Mistake("cat_to_sleeps", "That is what 'Cat' gives 'sleeps'. Rows are the tokens attending, "
+                    "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
+                    lambda sol: _cat_sleeps_head_1(sol)[0, 1]),
+        ),
+        hint="Run your single_head_attention on the example and read row 1 ('sleeps'), column 0 ('Cat')."),
+    Question(
+        "masked_first_weight", notebook="1_numpy", tracks=("numpy",),
+        doc="Scores [2, 1, 0] with the last key masked: what weight does the first key get (two decimals)?",
+        answer=lambda sol: sol["masked_first_weight"],
+        mistakes=(Mistake("mask_after_softmax", "That is the first weight when the mask is applied after the "
+                          "softmax (or not at all): the masked key's share is removed but the row is not "
+                          "renormalised.", lambda sol: sol["softmax"](np.array([2.0, 1.0, 0.0]))[0]),),
+        hint="Mask the scores, then take the softmax of what is left."),
+    Question(
+        "weights_mib", notebook="2_cupy", tracks=("cupy",),
+        doc="How many MiB does one head's float32 weights array take for 8 sequences of 1,024 tokens?",
+        answer=lambda sol: sol["weights_mib"],
+        mistakes=(
+            Mistake("float64", "That is for float64; these arrays are float32, 4 bytes a number.",
+                    lambda sol: 2 * sol["weights_mib"]),
+            Mistake("megabytes", "That is in MB (10^6 bytes); a MiB is 2^20 bytes.",
+                    lambda sol: sol["weights_mib"] * 2**20 / 1e6),
+            Mistake("one_sequence", "That is for one sequence; the batch holds 8.",
+                    lambda sol: sol["weights_mib"] / 8),
+        ),
+        hint="The weights are (B, T, T); multiply the sizes and the bytes per number."),
+    Question(
+        "asnumpy_waits", notebook="2_cupy", tracks=("cupy",), kind="choice", choices=("yes", "no"),
+        doc="Does cp.asnumpy(out) wait for the GPU to finish computing out? ('yes' or 'no')",
+        answer=lambda sol: sol["asnumpy_waits"],
+        hint="A result can only be copied to the host once it exists."),
+    Question(
+        "linear_weight_shape", notebook="3_pytorch", tracks=("torch",), kind="choice", choices=("a", "b"),
+        doc="nn.Linear(8, 4).weight has shape (a) (8, 4) = (d_in, d_out) or (b) (4, 8) = (d_out, d_in)?",
+        answer=lambda sol: sol["linear_weight_shape"],
+        hint="Print the shape; nn.Linear computes x @ weight.T."),
+    Question(
+        "head_parameter_count", notebook="3_pytorch", tracks=("torch",),
+        doc="How many numbers does SingleHeadAttention(16, 4, 6) learn?",
+        answer=lambda sol: sol["head_parameter_count"],
+        mistakes=(Mistake("d_v_equals_d_k", "That counts w_v as (d_model, d_k); here d_v = 6, so w_v is (16, 6).",
+                          lambda sol: 3 * 16 * 4),),
+        hint="Add up numel() over the module's parameters: w_q, w_k and w_v."),
+)
+
 CHAPTER = Chapter(
     "ch01_single_head",
-    functions=(SOFTMAX, CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SINGLE_HEAD_ATTENTION, FUSED_SOFTMAX),
+    functions=(SOFTMAX, CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SINGLE_HEAD_ATTENTION, PADDING_MASK,
+               FUSED_SOFTMAX),
+    questions=QUESTIONS,
     custom=(
         Custom("gpu_timer", "time_gpu(fn, *args, repeats=...) -> milliseconds per call, measured with CUDA events.",
                _collect_gpu_timer, _judge_gpu_timer, tracks=("cupy",), target="time_gpu"),

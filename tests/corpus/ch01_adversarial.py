@@ -39,14 +39,16 @@ from autograder.paths import (CHECKS_DIR, EXERCISES_DIR, HIDDEN_CASES_DIR, PACKA
                               SOLUTIONS_DIR, VISIBLE_CASES_DIR)
 
 ASSIGNMENT = "ch01_single_head"
-FULL = {"1_numpy": 13.0, "3_pytorch": 19.0}
-SOFTMAX_POINTS = 3.0          # test_softmax 1 + test_softmax_hidden 2
-SOFTMAX_HIDDEN_POINTS = 2.0   # test_softmax_hidden: the only softmax cases with 4-D inputs
-# A wrong scaled_dot_product_attention in 3_pytorch fails every test that calls it: test_sdpa 2,
-# test_sdpa_hidden 3, test_single_head 1 and test_single_head_hidden 2 (single_head_attention
-# calls it), test_module 2 (forward calls single_head_attention), test_matches_torch 1,
-# test_matches_torch_hidden 1 and test_gradient 2: 14 of 19; softmax and causal_mask keep 5.
-TORCH_WRONG_SDPA_SCORE = 5.0
+FULL = {"1_numpy": 15.0, "3_pytorch": 18.0}
+SOFTMAX_POINTS = 2.0          # test_softmax 1 + test_softmax_hidden 1
+SOFTMAX_HIDDEN_POINTS = 1.0   # test_softmax_hidden: the only softmax cases with 4-D inputs
+# An unscaled scaled_dot_product_attention in 3_pytorch fails its own tests (test_sdpa 2,
+# test_sdpa_hidden 3) and the checks that compare it or its module with a reference
+# (test_module 2, test_matches_torch 1, test_matches_torch_hidden 1, test_gradient 2): 11 of 18.
+# single_head_attention keeps its 2 (one bug costs once: it is judged on top of the student's
+# attention, whose mistake is a known one), and softmax 2, causal_mask 1 and the questions 2 stay.
+TORCH_WRONG_SDPA_SCORE = 7.0
+LAST_TEST_CELL = "test_padding_mask"  # the NumPy notebook's last graded cell
 
 # The student whose files the isolation probes try to read and change.
 VICTIM = "baseline-correct-numpy"
@@ -305,7 +307,8 @@ def softmax(x, axis=-1):
 '''
 
 INPUT_TRANSFORMER = """
-# From here on every cell, the test cells included, runs as `pass`.
+# From here on every cell, the test cells included, runs as `pass`. Placed after the last answer
+# cell, so it neuters only what comes after: the grader runs no test cell of the student's anyway.
 get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"])
 """
 
@@ -825,7 +828,7 @@ CORPUS = [
     _fool("fool-patch-checks", PATCH_CHECKS),
     _fool("fool-always-equal", softmax=ALWAYS_EQUAL_SOFTMAX),
     _fool("fool-equal-ndarray", softmax=EQUAL_ARRAY_SOFTMAX),
-    _fool("fool-input-transformer", INPUT_TRANSFORMER, after="test_single_head_hidden"),
+    _fool("fool-input-transformer", INPUT_TRANSFORMER, after=LAST_TEST_CELL),
     _fool("fool-custom-exc", CUSTOM_EXC),
     _fool("fool-showtraceback", SHOWTRACEBACK),
     _fool("fool-numpy-beside-notebook",
@@ -837,7 +840,7 @@ CORPUS = [
     _fool("fool-exec-solution",
           softmax=SOLUTION_EXEC_SOFTMAX.replace("HOST_SOLUTIONS", repr(str(SOLUTIONS_DIR)))),
     _fool("fool-detect-grading", softmax=DETECT_GRADING_SOFTMAX),
-    _fool("fool-forge-report", FORGE_REPORT, after="test_single_head_hidden"),
+    _fool("fool-forge-report", FORGE_REPORT, after=LAST_TEST_CELL),
 
     # isolation: correct code plus probes; the grade is full, the probes all fail
     Crafted("isolation-files", NP, submit(NP, isolation_submission(isolation_files_cell)), GRADED, FULL[NP]),

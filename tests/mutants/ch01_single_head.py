@@ -151,4 +151,47 @@ def single_head_attention(x, w_q, w_k, w_v, mask=None):
         weights = np.where(m, weights, 0.0)
     return torch.from_numpy(weights @ vn), torch.from_numpy(weights)
 """),
+
+    # the stretch exercise
+    Mutant("padding_mask_one_too_many", "1_numpy", "padding_mask", "padding_mask", "one padding key too many", """
+def padding_mask(lengths, T):
+    return (np.arange(T) <= np.asarray(lengths)[:, None])[:, None, :]
+"""),
+    Mutant("padding_mask_no_query_axis", "1_numpy", "padding_mask", "padding_mask", "give it the query axis", """
+def padding_mask(lengths, T):
+    return np.arange(T) < np.asarray(lengths)[:, None]
+"""),
+    # questions: known wrong answers (their visible check only confirms the form)
+    Mutant("variance_growth_of_the_std", "1_numpy", "variance_growth", "variance_growth", "standard deviation", """
+rng = np.random.default_rng(7)
+
+
+def dot_product_std(d_k, n_pairs=20_000):
+    return np.std(np.sum(rng.standard_normal((n_pairs, d_k)) * rng.standard_normal((n_pairs, d_k)), axis=-1))
+
+
+variance_growth = dot_product_std(64) / dot_product_std(16)
+"""),
+    Mutant("sleeps_cat_weight_read_transposed", "1_numpy", "sleeps_cat_weight", "sleeps_cat_weight",
+           "what 'Cat' gives 'sleeps'", """
+sleeps_cat_weight = round(float(head_1[0, 1]), 2)
+"""),
+    Mutant("masked_first_weight_after_softmax", "1_numpy", "masked_first_weight", "masked_first_weight",
+           "after the softmax", """
+masked_first_weight = float(softmax(np.array([2.0, 1.0, 0.0]))[0])
+"""),
+    Mutant("weights_mib_in_float64", "2_cupy", "weights_mib", "weights_mib", "float64", """
+weights_mib = 8 * 1024 * 1024 * 8 / 2**20
+"""),
+    Mutant("asnumpy_waits_no", "2_cupy", "asnumpy_waits", "asnumpy_waits", "can only be copied", """
+asnumpy_waits = "no"
+"""),
+    Mutant("linear_weight_shape_as_the_course", "3_pytorch", "linear_weight_shape", "linear_weight_shape",
+           "Print the shape", """
+linear_weight_shape = "a"
+"""),
+    Mutant("head_parameter_count_square_values", "3_pytorch", "head_parameter_count", "head_parameter_count",
+           "here d_v = 6", """
+head_parameter_count = 3 * 16 * 4
+"""),
 ]

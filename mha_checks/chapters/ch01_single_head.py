@@ -596,9 +596,9 @@ FUSED_SOFTMAX = Function(
 # Questions: numbers and choices about what the student observed
 # --------------------------------------------------------------------------
 
-def _cat_sleeps_head_1(sol):
-    """The weights of the chapter's "Cat sleeps" head 1 (the first two features), by the solution."""
-    X = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0]])
+def _cat_sleeps_head_1(sol, soundly=True):
+    """The weights of head 1 (the first two features) on "Cat sleeps (soundly)", by the solution."""
+    X = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]][:3 if soundly else 2])
     first_two = np.eye(4)[:, :2]
     return sol["single_head_attention"](X, first_two, first_two, first_two)[1]
 
@@ -614,9 +614,12 @@ QUESTIONS = (
         hint="Measure Var(q·k) over many random pairs for each width and divide the two."),
     Question(
         "sleeps_cat_weight", notebook="1_numpy", tracks=("numpy",),
-        doc="In 'Cat sleeps', head 1: what weight does 'sleeps' give to 'Cat' (two decimals)?",
+        doc="In 'Cat sleeps soundly', head 1: what weight does 'sleeps' give to 'Cat' (two decimals)?",
         answer=lambda sol: sol["sleeps_cat_weight"],
         mistakes=(
+            Mistake("two_tokens", "That is the answer for the two-token sentence of the chapter page; with a "
+                    "third token the same reasoning gives another number.",
+                    lambda sol: _cat_sleeps_head_1(sol, soundly=False)[1, 0]),
             Mistake("cat_self", "That is the weight 'Cat' gives itself. Rows are the tokens attending, "
                     "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
                     lambda sol: _cat_sleeps_head_1(sol)[0, 0]),
@@ -624,7 +627,8 @@ QUESTIONS = (
                     "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
                     lambda sol: _cat_sleeps_head_1(sol)[0, 1]),
         ),
-        hint="Run your single_head_attention on the example and read row 1 ('sleeps'), column 0 ('Cat')."),
+        hint="In this head the query of 'sleeps' is zero: what are its scores, and what does the softmax "
+             "make of equal scores?"),
     Question(
         "masked_first_weight", notebook="1_numpy", tracks=("numpy",),
         doc="Scores [2, 1, 0] with the last key masked: what weight does the first key get (two decimals)?",
@@ -652,10 +656,11 @@ QUESTIONS = (
         answer=lambda sol: sol["asnumpy_waits"],
         hint="A result can only be copied to the host once it exists."),
     Question(
-        "linear_weight_shape", notebook="3_pytorch", tracks=("torch",), kind="choice", choices=("a", "b"),
-        doc="nn.Linear(8, 4).weight has shape (a) (8, 4) = (d_in, d_out) or (b) (4, 8) = (d_out, d_in)?",
-        answer=lambda sol: sol["linear_weight_shape"],
-        hint="Print the shape; nn.Linear computes x @ weight.T."),
+        "weight_grad_shape", notebook="3_pytorch", tracks=("torch",), kind="choice", choices=("a", "b"),
+        doc="After backward() through out = x @ w, with x (3, 8) and w (8, 4): w.grad has shape (a) (8, 4) "
+            "or (b) (3, 4)?",
+        answer=lambda sol: sol["weight_grad_shape"],
+        hint="A gradient says how the loss changes with each number of the tensor it belongs to."),
     Question(
         "head_parameter_count", notebook="3_pytorch", tracks=("torch",),
         doc="How many numbers does SingleHeadAttention(16, 4, 6) learn?",

@@ -176,6 +176,10 @@ variance_growth = dot_product_std(64) / dot_product_std(16)
            "what 'Cat' gives 'sleeps'", """
 sleeps_cat_weight = round(float(head_1[0, 1]), 2)
 """),
+    Mutant("sleeps_cat_weight_from_the_page", "1_numpy", "sleeps_cat_weight", "sleeps_cat_weight",
+           "two-token sentence of the chapter page", """
+sleeps_cat_weight = 0.5
+"""),
     Mutant("masked_first_weight_after_softmax", "1_numpy", "masked_first_weight", "masked_first_weight",
            "after the softmax", """
 masked_first_weight = float(softmax(np.array([2.0, 1.0, 0.0]))[0])
@@ -186,9 +190,9 @@ weights_mib = 8 * 1024 * 1024 * 8 / 2**20
     Mutant("asnumpy_waits_no", "2_cupy", "asnumpy_waits", "asnumpy_waits", "can only be copied", """
 asnumpy_waits = "no"
 """),
-    Mutant("linear_weight_shape_as_the_course", "3_pytorch", "linear_weight_shape", "linear_weight_shape",
-           "Print the shape", """
-linear_weight_shape = "a"
+    Mutant("weight_grad_shape_of_the_output", "3_pytorch", "weight_grad_shape", "weight_grad_shape",
+           "each number of the tensor it belongs to", """
+weight_grad_shape = "b"
 """),
     Mutant("head_parameter_count_square_values", "3_pytorch", "head_parameter_count", "head_parameter_count",
            "here d_v = 6", """

@@ -12,6 +12,7 @@ from course import ASSIGNMENTS, notebook_params
 from mha_checks import registry
 
 ALL_NOTEBOOKS = sorted(SOLUTIONS_DIR.glob("*/*.ipynb")) + sorted(EXERCISES_DIR.glob("*/*.ipynb"))
+PAGE_NOTEBOOKS = sorted((REPO_ROOT / "book").glob("*.ipynb"))  # chapter pages, executed at build time
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -19,6 +20,13 @@ def test_every_assignment_has_the_notebooks_the_registry_lists(assignment):
     listed = sorted(nb.name for nb in registry.chapter(assignment).notebooks)
     for folder in (SOLUTIONS_DIR, EXERCISES_DIR):
         assert sorted(p.stem for p in (folder / assignment).glob("*.ipynb")) == listed
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_chapter_page_is_a_notebook(assignment):
+    """A chapter page opens in Colab from its launch button only if it is an .ipynb."""
+    assert (REPO_ROOT / "book" / f"{assignment}.ipynb").is_file()
+    assert not (REPO_ROOT / "book" / f"{assignment}.md").exists()
 
 
 def test_every_notebook_folder_is_a_chapter_of_the_registry():
@@ -49,7 +57,8 @@ def test_solution_notebook_runs_and_passes_its_tests(assignment, notebook):
     assert printed(nb).count("\u2714") >= len(graded)
 
 
-@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS + PAGE_NOTEBOOKS,
+                         ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_committed_clean(path):
     nb = nbformat.read(str(path), as_version=4)
     nbformat.validate(nb)

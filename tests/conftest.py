@@ -43,3 +43,24 @@ def page_html(html_dir, name):
     return path.read_text(encoding="utf-8")
 
 
+
+
+# --------------------------------------------------------------------------- measurements in the run's summary
+
+_SUMMARY_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def report_line(request):
+    """``report_line("...")`` prints the line in a section at the end of the run (browser
+    requests to other hosts, screenshot paths, the light install's size and time)."""
+    lines = request.config.stash.setdefault(_SUMMARY_KEY, [])
+    return lambda line: lines.append(f"{request.node.name}: {line}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(_SUMMARY_KEY, [])
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

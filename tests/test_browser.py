@@ -451,3 +451,33 @@ def test_screenshots(browser, server, tmp_path_factory, report_line):
         paths.append(str(path))
     page.close()
     report_line("screenshots: " + ", ".join(paths))
+
+
+def test_feedback_page_reads_well_on_a_phone(browser, report_line):
+    """A student's feedback page, with long diagnoses, long code lines and printed output,
+    does not scroll sideways at 420 px, and its messages are not hard-wrapped."""
+    from autograder.feedback import render
+    from autograder.grading import NotebookResult
+    message = ("scaled_dot_product_attention(q: float64 (2, 3, 8), k: float64 (2, 5, 8), v: float64 (2, 5, 6)): "
+               "the scores were divided by d_k instead of sqrt(d_k).")
+    result = NotebookResult(
+        "a_student_with_a_rather_long_identifier_1234567890", "assignment_name", "1_numpy", "graded",
+        score=9, max_score=15, seconds=3.2, notes=["a note " * 30],
+        tests=[{"grade_id": "test_sdpa_hidden_with_a_long_name", "points": 4, "score": 0, "hidden": True,
+                "messages": [message]},
+               {"grade_id": "test_softmax", "points": 1, "score": 1, "hidden": False,
+                "messages": ["\u2714 softmax: all 4 visible cases match the reference outputs (float32, float64)."]}],
+        cells=[{"label": "cell 8 (softmax)", "origin": "student", "error": None,
+                "source": "x = " + "+".join(["some_long_variable_name"] * 20)}],
+        output="y" * 3000)
+    page = browser.context.new_page()
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    browser.where = "feedback page (420 px)"
+    page.set_content(render(result))
+    layout = page.evaluate("""() => ({docWidth: document.documentElement.scrollWidth,
+                                      innerWidth: window.innerWidth,
+                                      text: document.body.innerText})""")
+    page.close()
+    assert layout["docWidth"] <= layout["innerWidth"], f"the feedback page scrolls sideways at {PHONE} px: {layout}"
+    assert message in layout["text"], "the diagnosis is not shown whole, on one logical line"
+    report_line(f"feedback page at {PHONE} px: {layout['docWidth']} px wide, no sideways scroll")

@@ -603,6 +603,8 @@ def _cat_sleeps_head_1(sol, soundly=True):
     return sol["single_head_attention"](X, first_two, first_two, first_two)[1]
 
 
+READ_ROW_SLEEPS = "Rows are the tokens attending, columns the tokens attended to: read row 'sleeps', column 'Cat'."
+
 QUESTIONS = (
     Question(
         "variance_growth", notebook="1_numpy", tracks=("numpy",), tolerance="estimate",
@@ -620,11 +622,9 @@ QUESTIONS = (
             Mistake("two_tokens", "That is the answer for the two-token sentence of the chapter page; with a "
                     "third token the same reasoning gives another number.",
                     lambda sol: _cat_sleeps_head_1(sol, soundly=False)[1, 0]),
-            Mistake("cat_self", "That is the weight 'Cat' gives itself. Rows are the tokens attending, "
-                    "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
+            Mistake("cat_self", "That is the weight 'Cat' gives itself. " + READ_ROW_SLEEPS,
                     lambda sol: _cat_sleeps_head_1(sol)[0, 0]),
-            Mistake("cat_to_sleeps", "That is what 'Cat' gives 'sleeps'. Rows are the tokens attending, "
-                    "columns the tokens attended to: read row 'sleeps', column 'Cat'.",
+            Mistake("cat_to_sleeps", "That is what 'Cat' gives 'sleeps'. " + READ_ROW_SLEEPS,
                     lambda sol: _cat_sleeps_head_1(sol)[0, 1]),
         ),
         hint="In this head the query of 'sleeps' is zero: what are its scores, and what does the softmax "

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import nbformat
 
-SETUP_CELL = "setup"  # grade_id of the locked cell that installs the course package and makes `check`
+SETUP_CELL = "setup"      # grade_id of the locked cell that installs the course package and makes `check`
+IMPORTS_CELL = "imports"  # grade_id of the locked cell holding a notebook's library imports
 
 
 def nbgrader_meta(cell) -> dict:
@@ -42,6 +43,6 @@ def solution_namespace(path: Path, replace: dict = None) -> dict:
             with contextlib.redirect_stdout(io.StringIO()):  # what the cells print is for students
                 exec(compile(source, f"{path}#{cell.get('id')}", "exec"), namespace)
         except Exception:
-            if not replace or meta.get("grade_id") in replace or meta.get("grade_id") == "imports":
+            if not replace or meta.get("grade_id") in replace or meta.get("grade_id") == IMPORTS_CELL:
                 raise
     return namespace

@@ -52,10 +52,6 @@ COURSE = (
 )
 
 
-def chapters() -> tuple:
-    return COURSE
-
-
 def assignments() -> tuple:
     return tuple(ch.assignment for ch in COURSE)
 

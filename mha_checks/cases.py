@@ -48,22 +48,56 @@ class Case:
 
     def describe(self) -> str:
         parts = []
-        for name, a in self.args.items():
-            if a.ndim == 0:
+        for name, a in grouped_args(self.args).items():
+            if isinstance(a, dict):
+                inner = ", ".join(f"{k} {tuple(v.shape)}" for k, v in a.items())
+                dtypes = sorted({str(v.dtype) for v in a.values()})
+                parts.append(f"{name}: {'/'.join(dtypes)} {{{inner}}}")
+            elif a.ndim == 0:
                 parts.append(f"{name}={a.item()!r}")
             else:
                 parts.append(f"{name}: {a.dtype} {tuple(a.shape)}")
         return f"{self.function}({', '.join(parts)})"
 
 
+# A dict argument (a layer's ``params``) is stored as one array per entry,
+# ``params.w_q``, ``params.b_o``...; the function receives the dict back.
+DICT_SEPARATOR = "."
+
+
+def stored_args(args: dict) -> dict:
+    """Arguments as stored: NumPy arrays, with a dict argument spread over ``name.key`` entries."""
+    flat = {}
+    for name, value in args.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}{DICT_SEPARATOR}{k}": np.asarray(v) for k, v in value.items()})
+        else:
+            flat[name] = np.asarray(value)
+    return flat
+
+
+def grouped_args(args: dict) -> dict:
+    """Stored arguments with the ``name.key`` entries gathered back into dicts, in stored order."""
+    grouped = {}
+    for name, value in args.items():
+        if DICT_SEPARATOR in name:
+            outer, key = name.split(DICT_SEPARATOR, 1)
+            grouped.setdefault(outer, {})[key] = value
+        else:
+            grouped[name] = value
+    return grouped
+
+
 def plain_arg(value):
     """A stored argument as a student's function gets it: a 0-d array becomes a Python number."""
+    if isinstance(value, dict):
+        return {k: plain_arg(v) for k, v in value.items()}
     value = np.asarray(value)
     return value.item() if value.ndim == 0 else value
 
 
 def plain_args(args: dict) -> dict:
-    return {name: plain_arg(value) for name, value in args.items()}
+    return {name: plain_arg(value) for name, value in grouped_args(args).items()}
 
 
 def case_file(assignment: str, split: str, references_dir=REFERENCES_DIR, hidden_dir=HIDDEN_DIR) -> Path:
@@ -130,12 +164,17 @@ def build_cases(chapter, solution, split: str, seed: int) -> dict:
         make_inputs = function.hidden if split == "hidden" else function.visible
         items = []
         for args in make_inputs(case_rng(seed, function.name)):
-            args = {name: np.asarray(value) for name, value in args.items()}
+            args = stored_args(args)
             groups = {"args": args, "expected": function.expected(sol, args)}
             for mistake in (*function.mistakes, *function.inherited):
                 groups.update(_variants(function, mistake, sol, args))
             items.append(groups)
         cases[(function.name, split)] = items
+    if split == "visible":
+        for custom in chapter.custom:
+            if custom.reference is not None:
+                produced = custom.reference(sol)
+                cases[(custom.name, split)] = [{"expected": {n: np.asarray(v) for n, v in produced.items()}}]
     if split == "hidden":  # a question's answer is never shipped to students
         for question in chapter.questions:
             asked = solution(question.notebook)

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import transport
 from .backends import ARRAY_TYPE_NAMES, TRACKS, Backend
-from .cases import Case, load_cases, plain_arg, plain_args
+from .cases import Case, grouped_args, load_cases, plain_arg, plain_args
 from .tolerances import named, tolerance
 
 
@@ -180,7 +180,13 @@ class Custom:
     a module check, a timer... ``collect(checks, target, **kwargs)`` returns
     plain data; ``judge(checks, record, **kwargs)`` returns the pass message or
     fails. ``options`` are the keyword arguments the check takes, with their
-    defaults."""
+    defaults.
+
+    ``reference(sol)``, when given, returns ``{name: array}`` computed by the
+    reference solution; it is stored as the check's one visible case, and
+    ``judge`` reads it with ``checks.cases(name)[0].expected``. It serves
+    checks whose inputs are loaded at run time (a real model's weights) rather
+    than stored."""
     name: str
     doc: str
     collect: Callable
@@ -188,6 +194,7 @@ class Custom:
     tracks: tuple = TRACKS
     target: str = "fn"
     options: dict = field(default_factory=dict)
+    reference: Optional[Callable] = None
 
 
 @dataclass(frozen=True)
@@ -326,13 +333,14 @@ class Checks:
 
     # -- functions called on stored cases -------------------------------------
     def positional(self, case: Case, names: tuple) -> list:
-        args = []
-        for name in names:
-            if name not in case.args:
-                continue  # optional argument not given in this case (mask=None)
-            value = case.args[name]
-            args.append(plain_arg(value) if value.ndim == 0 else self.backend.asarray(value))
-        return args
+        given = grouped_args(case.args)
+        return [self._track_arg(given[name]) for name in names
+                if name in given]  # an optional argument not given in this case is left out (mask=None)
+
+    def _track_arg(self, value):
+        if isinstance(value, dict):  # a layer's params: a dict of the track's arrays
+            return {k: self._track_arg(v) for k, v in value.items()}
+        return plain_arg(value) if value.ndim == 0 else self.backend.asarray(value)
 
     def _judge_function(self, check: Function, records, hidden: bool, blocks: dict) -> str:
         cases = self.cases(check.name, hidden)
@@ -518,14 +526,16 @@ def compare(got: dict, case: Case, check: Function, device: str, accepted: dict 
     arrays = {name: value for name, (value, _) in got.items()}
     if all(is_close(arrays[n], w, case.dtype, device) for n, w in case.expected.items()):
         return set()
-    label = matching_variant(got, case, device)
-    if label is not None:
+    labels = matching_variants(got, case, device)
+    for label in labels:  # a function's own mistake and a block's can give the same outputs
         mistake = check.mistake(label)
+        if isinstance(mistake, Inherited) and (accepted or {}).get(mistake.block) == mistake.label:
+            return {mistake.block}
+    if labels:
+        mistake = check.mistake(labels[0])
         if isinstance(mistake, Inherited):
-            if (accepted or {}).get(mistake.block) == mistake.label:
-                return {mistake.block}
             reason = mistake.message or mistake.label
-            raise MistakeFound(f"{case.describe()}: {reason}", label, reason)
+            raise MistakeFound(f"{case.describe()}: {reason}", labels[0], reason)
         raise MistakeFound(f"{case.describe()}: {mistake.message}", mistake.label, mistake.message)
     if check.diagnose is not None:
         check.diagnose(arrays, case)
@@ -577,14 +587,12 @@ def worst_mismatch(got: np.ndarray, want: np.ndarray) -> str:
             f"got {number(got[idx])}, expected {number(want[idx])}")
 
 
-def matching_variant(outputs: dict, case: Case, device: str):
-    """The label of the known mistake whose stored outputs the student's match, if any."""
-    for label, variant in case.variants.items():
-        if all(name in outputs and outputs[name][0].shape == v.shape
-               and is_close(outputs[name][0], v, case.dtype, device)
-               for name, v in variant.items()):
-            return label
-    return None
+def matching_variants(outputs: dict, case: Case, device: str) -> list:
+    """The labels of the known mistakes whose stored outputs the student's match."""
+    return [label for label, variant in case.variants.items()
+            if all(name in outputs and outputs[name][0].shape == v.shape
+                   and is_close(outputs[name][0], v, case.dtype, device)
+                   for name, v in variant.items())]
 
 
 def collect_answer(value) -> dict:

@@ -19,27 +19,12 @@ from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, d
                       is_close, is_near)
 from ..engine import collect_calls, judge_exception, judge_records, outputs_of, plain_result
 from ..tolerances import named
+from .common import causal as _causal, flip_is_distinct as _flip_is_distinct
+from .common import normal as _normal, random_mask as _random_mask
 
 # --------------------------------------------------------------------------
 # Case inputs
 # --------------------------------------------------------------------------
-
-
-def _normal(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
-def _random_mask(rng, shape, empty_row=None):
-    mask = rng.random(shape) < 0.6
-    mask[..., 0] |= ~mask.any(axis=-1)   # every row keeps a key and masks one, so a flipped
-    mask[..., -1] &= ~mask.all(axis=-1)  # mask is a distinct mistake on every row ...
-    if empty_row is not None:
-        mask[..., empty_row, :] = False  # ... except the one that tests the no-key rule
-    return mask
-
-
-def _causal(T):
-    return np.tril(np.ones((T, T), dtype=bool))
 
 
 def softmax_visible(rng):
@@ -154,12 +139,6 @@ def _sdpa(sol, q, k, v, mask=None):
 
 def _root_d(q):
     return q.dtype.type(math.sqrt(q.shape[-1]))
-
-
-def _flip_is_distinct(mask, batch_shape, T_q, T_k) -> bool:
-    """Flipping is only a distinct mistake where it leaves every row a key."""
-    full = np.broadcast_to(mask, (*batch_shape, T_q, T_k))
-    return bool(full.any(axis=-1).all() and (~full).any(axis=-1).all())
 
 
 def _mask_flipped(sol, q, k, v, mask=None):

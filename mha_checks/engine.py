@@ -103,7 +103,9 @@ class Function:
     """A student function checked against stored cases.
 
     ``visible(rng)`` and ``hidden(rng)`` build the cases' arguments (dicts of
-    NumPy arrays and numbers; an optional argument left out is not passed).
+    NumPy arrays and numbers; an optional argument left out is not passed; an
+    argument that is itself a dict of arrays, a layer's ``params``, reaches the
+    student's function as a dict of the track's arrays).
     ``reference(sol, **args)`` gives the expected outputs from the solution
     namespace ``sol`` (default: ``sol[name](*args)``). ``validate(got, case)``
     runs property checks before the comparison; ``diagnose(got, case)``

@@ -43,9 +43,13 @@ def test_every_function_has_visible_and_hidden_cases(assignment):
                 assert check.cases(function.name) and check.cases(function.name, hidden=True)
 
 
+MIN_MUTANTS = 8
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_chapter_has_known_wrong_implementations_of_its_cpu_functions_and_questions(assignment):
     """A function only a GPU notebook has may go without (no GPU here to test a mutant on)."""
+    assert len(mutants(assignment)) >= MIN_MUTANTS, f"a chapter needs at least {MIN_MUTANTS} known-wrong implementations"
     caught = {m.check for m in mutants(assignment)}
     cpu = {f.name for f in chapter(assignment).functions if set(f.tracks) - {"cupy"}}
     cpu |= {q.name for q in chapter(assignment).questions}

@@ -49,7 +49,7 @@ def _three_tracks(**limits) -> tuple:
 
 COURSE = (
     Chapter(1, "ch01_single_head", "Single-head attention", _three_tracks()),
-    Chapter(2, "ch02_one_head_bottleneck", "Why one head blurs", _three_tracks(cell_seconds=300)),
+    Chapter(2, "ch02_one_head_bottleneck", "Why one head blurs", _three_tracks(cell_seconds=120)),
     Chapter(3, "ch03_split_heads", "Splitting into heads", _three_tracks()),
     Chapter(4, "ch04_concat_and_wo", "Concatenation and W_o", _three_tracks()),
 )

@@ -23,8 +23,11 @@ def test_measured_numbers_are_glued_into_the_page(build):
     printed = re.search(r"one head\s*: x_\(t-1\) ([\d.]+) x_\(t-2\) ([\d.]+) entropy per head ([\d.]+) nats", text)
     assert printed, "the experiment cell's output is missing from the page"
     acc_1, acc_2, entropy = (float(v) for v in printed.groups())
-    assert f"reads $x_{{t-1}}$ right {acc_1:.2f} of the time" in text or \
-        f"right {acc_1:.2f} of the time" in text, "the one head's x_(t-1) accuracy in the text"
-    assert f"only {acc_2:.2f} of the time" in text, "the one head's x_(t-2) accuracy in the text"
-    assert f"entropy of {entropy:.2f} nats" in text, "the one head's entropy in the text"
+    # The cell prints three decimals and the text glues two of the same float: compare values,
+    # not strings (0.935 printed may be 0.93499 glued).
+    glued = {name: float(re.search(pattern, text).group(1)) for name, pattern in (
+        ("acc_1", r"right ([\d.]+) of the time"), ("acc_2", r"only ([\d.]+) of the time"),
+        ("entropy", r"keep an entropy of ([\d.]+) nats"))}
+    for name, value in (("acc_1", acc_1), ("acc_2", acc_2), ("entropy", entropy)):
+        assert abs(glued[name] - value) <= 0.0051, f"the one head's {name} in the text: {glued[name]} vs {value}"
     assert re.search(r"Training took [\d.]+ s for one head and [\d.]+ s for two", text)

@@ -4,7 +4,7 @@ the attention, the loop detector, and the mutant library covering the design's l
 What every chapter shares is tested in test_checks.py."""
 import pytest
 
-from course import NEEDS_GPU, checks_for, mutants, solution, solution_path
+from course import FIRST, NEEDS_GPU, checks_for, mutants, solution, solution_path
 from autograder.notebooks import solution_namespace
 from mha_checks.engine import CheckFailure
 
@@ -87,8 +87,8 @@ def test_one_bug_costs_once_through_merge_heads(capsys, block_mutant, label):
 
 
 def test_one_bug_costs_once_through_the_attention(capsys):
-    ch01 = __import__("mutants.ch01_single_head", fromlist=["MUTANTS"]).MUTANTS
-    scaled = next(m for m in ch01 if m.name == "sdpa_scale_by_d")
+    first_chapter = mutants(FIRST)  # the attention this chapter reuses, with its known mistakes
+    scaled = next(m for m in first_chapter if m.name == "sdpa_scale_by_d")
     ns = solution_namespace(solution_path(ASSIGNMENT, "1_numpy"), replace={scaled.cell: scaled.source})
     check = checks_for(ASSIGNMENT, "1_numpy")
     for name in ("multi_head_attention", "head_contributions"):

@@ -45,7 +45,8 @@ def results(proc) -> list:
 
 
 def expected_items() -> int:
-    return 2 * len(gpu_notebooks()) + 1  # each notebook executed and graded, and the pytest GPU tests
+    # each notebook executed and graded, the pytest GPU tests, the GPU benchmark
+    return 2 * len(gpu_notebooks()) + 2
 
 
 @pytest.mark.timeout(120)

@@ -19,7 +19,7 @@ def test_canvas_zip_is_graded_and_mapped_to_student_ids(tmp_path):
             z.write(source, name)
     before = export.read_bytes()
     out = tmp_path / "out"
-    results = grade(export, out, gpu_available=False, verbose=False)
+    results = grade(export, out, assignments=[ASSIGNMENT], gpu_available=False, verbose=False)
     scores = {(r.student, r.notebook): (r.status, r.score) for r in results}
     # Ada sent two files for 1_numpy: the undecorated name wins over the "-1" copy.
     assert scores[("lovelaceada_12345", "1_numpy")] == ("graded", full_marks(ASSIGNMENT, "1_numpy"))
@@ -31,5 +31,5 @@ def test_canvas_zip_is_graded_and_mapped_to_student_ids(tmp_path):
     assert (out / "feedback" / "turingalan_555" / ASSIGNMENT / "1_numpy.html").is_file()
     assert export.read_bytes() == before
     shutil.rmtree(out / "unpacked")
-    again = grade(export, out, gpu_available=False, verbose=False)
+    again = grade(export, out, assignments=[ASSIGNMENT], gpu_available=False, verbose=False)
     assert [(r.student, r.notebook, r.score) for r in again] == [(r.student, r.notebook, r.score) for r in results]

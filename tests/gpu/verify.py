@@ -13,7 +13,10 @@ environment first). Items, in this order:
    student ``alice`` and the release notebook as ``bob``, graded with
    ``gpu_available=True`` in the bubblewrap sandbox (unsandboxed, and saying
    so, when ``sandbox_problem()`` reports bwrap unusable); alice must get full
-   marks and bob 0, both with status ``graded``.
+   marks and bob 0, both with status ``graded``;
+4. ``mha benchmark``: ``python -m benchmarks.mha --gpu`` (benchmarks/README.md), the
+   multi-head layer in CuPy against torch on CUDA, timed with CUDA events; its
+   table goes to the log and its numbers to ``mha_gpu.json`` in ``--out``.
 
 Each item runs in a child process with a time limit; all share a budget
 (``MHA_GPU_BUDGET_S``, 540 s: one run fits in a 10-minute command).
@@ -47,7 +50,7 @@ if str(REPO_ROOT) not in sys.path:
 HERE = Path(__file__).resolve().parent
 TICK = "\u2714"
 NO_GPU = "no CUDA GPU (cupy.is_available() is False)"
-ITEM_SECONDS = {"notebook": 150, "pytest": 200, "grading": 180}  # each item's own limit
+ITEM_SECONDS = {"notebook": 150, "pytest": 200, "grading": 180, "benchmark": 120}  # each item's own limit
 CELL_SECONDS = 120  # one notebook cell, when a notebook is executed
 STATUSES = ("PASS", "FAIL", "SKIP")
 
@@ -76,7 +79,8 @@ def course_notebooks(rehearsal: bool) -> list:
 def items(rehearsal: bool) -> list:
     notebooks = course_notebooks(rehearsal)
     return ([("notebook", f"{a}/{n}") for a, n in notebooks] + [("pytest", "")]
-            + [("grading", f"{a}/{n}") for a, n in notebooks])
+            + [("grading", f"{a}/{n}") for a, n in notebooks]
+            + ([] if rehearsal else [("benchmark", "mha")]))
 
 
 def subject(kind: str, target: str) -> str:
@@ -275,12 +279,25 @@ def item_grading(target: str, out: Path, gpu: bool) -> str:
                 f"both graded ({seconds:.1f} s)")
 
 
+def item_benchmark(out: Path) -> str:
+    """The multi-head layer's benchmark on the GPU: ratios to torch's SDPA path on CUDA."""
+    from benchmarks import mha
+    results = out / "mha_gpu.json"
+    if mha.main(["--gpu", "--repeats", "10", "--json", str(results)]) != 0:
+        return line("FAIL", subject("benchmark", "mha"), "the benchmark stopped (see its log)")
+    rows = json.loads(results.read_text(encoding="utf-8"))["gpu"]
+    return line("PASS", subject("benchmark", "mha"),
+                ", ".join(f"{r['name']} {r['best_ms']:.2f} ms ({r['ratio_to_baseline']:.2f}x)" for r in rows))
+
+
 def run_item(kind: str, target: str, out: Path, gpu: bool, gpu_reason: str) -> str:
     try:
         if kind == "notebook":
             return item_notebook(target, out, gpu)
         if kind == "pytest":
             return item_pytest(out, gpu, gpu_reason)
+        if kind == "benchmark":
+            return item_benchmark(out)
         return item_grading(target, out, gpu)
     except Exception as err:  # noqa: BLE001 - one line, whatever broke
         import traceback

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from course import NEEDS_GPU, checks_for, mutants, solution, solution_path
+from course import FIRST, NEEDS_GPU, checks_for, mutants, solution, solution_path
 from autograder.notebooks import solution_namespace
 from mha_checks.engine import CheckFailure
 
@@ -125,17 +125,8 @@ def test_d_k_from_d_model_is_named_in_visible_and_hidden_cases():
 def test_one_bug_costs_once_on_top_of_a_chapter_1_mistake(capsys):
     """A correct loop on an attention that divides by d_k passes, and says where the bug is."""
     check = checks_for(ASSIGNMENT, "1_numpy")
-    ns = solution_namespace(solution_path(ASSIGNMENT, "1_numpy"), replace={"scaled_dot_product_attention": """
-def scaled_dot_product_attention(q, k, v, mask=None):
-    scores = q @ np.swapaxes(k, -1, -2) / q.shape[-1]
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-        scores = np.where(np.any(mask, axis=-1, keepdims=True), scores, 0.0)
-    weights = softmax(scores)
-    if mask is not None:
-        weights = np.where(mask, weights, 0.0)
-    return weights @ v, weights
-"""})
+    scaled = next(m for m in mutants(FIRST) if m.name == "sdpa_scale_by_d")  # chapter 1's mistake
+    ns = solution_namespace(solution_path(ASSIGNMENT, "1_numpy"), replace={scaled.cell: scaled.source})
     with pytest.raises(CheckFailure, match="divided by d_k instead of sqrt"):
         check.scaled_dot_product_attention(ns["scaled_dot_product_attention"])
     for hidden in (False, True):

@@ -2,6 +2,7 @@
 its assignment (``mutants/<assignment>.py`` with a list ``MUTANTS``). Every
 chapter's module is found through the course registry, so a new chapter's
 mutants are tested as soon as the module exists."""
+import importlib
 from dataclasses import dataclass
 
 
@@ -19,3 +20,10 @@ class Mutant:
         return self.cell
 
 
+
+
+def of_chapter(assignment: str, *names: str) -> list:
+    """Known-wrong building blocks of an earlier chapter, by name, for a later chapter whose
+    students paste those blocks in again: the same mistake, written once."""
+    by_name = {m.name: m for m in importlib.import_module(f"{__name__}.{assignment}").MUTANTS}
+    return [by_name[name] for name in names]

@@ -6,7 +6,10 @@ mistake, and (2) grading a notebook carrying the mutant loses points. The chapte
 blocks pasted at the top of each notebook have mutants too: their check is worth no
 points here, so each of theirs is a mistake that also breaks the loop over heads.
 """
-from mutants import Mutant
+from mha_checks import registry
+from mutants import Mutant, of_chapter
+
+FIRST_CHAPTER = registry.assignments()[0]  # whose softmax and attention the notebooks paste in
 
 SPLIT_HEAD = '''
 def split_heads(x, n_heads):
@@ -172,35 +175,8 @@ def split_heads(x, n_heads):
            "float64, but the inputs are float32", LOOP_HEAD + "    x = np.asarray(x, dtype=np.float64)\n" + D_K
            + PROJECT + HEADS + CORRECT_OUTPUT),
     # chapter 1's blocks, pasted: mistakes that break the layer too
-    Mutant("softmax_promotes_float32", "1_numpy", "softmax", "softmax", "float64, but the inputs are float32", """
-def softmax(x, axis=-1):
-    x = x.astype(np.float64)
-    exps = np.exp(x - x.max(axis=axis, keepdims=True))
-    return exps / exps.sum(axis=axis, keepdims=True)
-"""),
-    Mutant("softmax_over_the_batch_axis", "1_numpy", "softmax", "softmax", "another axis", """
-def softmax(x, axis=-1):
-    exps = np.exp(x - x.max(axis=0))
-    return exps / exps.sum(axis=0)
-"""),
-    Mutant("sdpa_mask_after_softmax", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
-           "applied after the softmax", """
-def scaled_dot_product_attention(q, k, v, mask=None):
-    weights = softmax(q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]))
-    if mask is not None:
-        weights = weights * mask
-    return weights @ v, weights
-"""),
-    Mutant("sdpa_nan_on_fully_masked_row", "1_numpy", "scaled_dot_product_attention",
-           "scaled_dot_product_attention", "gave NaN", """
-def scaled_dot_product_attention(q, k, v, mask=None):
-    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-    with np.errstate(invalid="ignore"):
-        weights = softmax(scores)
-    return weights @ v, weights
-"""),
+    *of_chapter(FIRST_CHAPTER, "softmax_promotes_float32", "softmax_no_keepdims_axis0",
+                "sdpa_mask_after_softmax", "sdpa_nan_on_fully_masked_row"),
     # the PyTorch track
     Mutant("torch_split_view_without_transpose", "3_pytorch", "split_heads", "split_heads",
            "did you reshape without transposing the head axis?", SPLIT_HEAD + """

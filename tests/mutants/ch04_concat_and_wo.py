@@ -4,7 +4,10 @@ Each mutant replaces one solution cell (by its grade_id) of one notebook. The te
 check that (1) the visible check named by the mutant fails with a message naming the
 mistake, and (2) grading a notebook carrying the mutant loses points.
 """
-from mutants import Mutant
+from mha_checks import registry
+from mutants import Mutant, of_chapter
+
+FIRST_CHAPTER = registry.assignments()[0]  # whose softmax and attention the notebooks paste in
 
 # The NumPy layer's helper, correct: mutants of multi_head_attention keep it, so that
 # head_contributions (which calls it) still runs, as in a student's notebook.
@@ -31,20 +34,7 @@ TORCH_ATTEND_PER_HEAD = ATTEND_PER_HEAD.replace("mask[:, None]", "mask.unsqueeze
 
 MUTANTS = [
     # ---- building blocks pasted from earlier chapters: a faulty one costs points in the layer
-    Mutant("softmax_no_keepdims_axis0", "1_numpy", "softmax", "softmax", "another axis", """
-def softmax(x, axis=-1):
-    shifted = x - x.max(axis=0)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=0)
-"""),
-    Mutant("sdpa_mask_after_softmax", "1_numpy", "scaled_dot_product_attention", "scaled_dot_product_attention",
-           "applied after the softmax", """
-def scaled_dot_product_attention(q, k, v, mask=None):
-    weights = softmax(q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]))
-    if mask is not None:
-        weights = weights * mask
-    return weights @ v, weights
-"""),
+    *of_chapter(FIRST_CHAPTER, "softmax_no_keepdims_axis0", "sdpa_mask_after_softmax"),
     Mutant("split_heads_reshape_only", "1_numpy", "split_heads", "split_heads",
            "did you reshape without transposing the head axis", """
 def split_heads(x, n_heads):

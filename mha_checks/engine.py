@@ -130,6 +130,7 @@ class Function:
     diagnose: Optional[Callable] = None
     uses: tuple = ()
     inherited: tuple = ()
+    returns: str = "arrays"   # or "int": a count, returned as a Python int in every track
 
     def expected(self, sol: dict, args: dict) -> dict:
         args = plain_args(args)
@@ -247,6 +248,14 @@ def _check_method(check) -> Callable:
 # The checks students and graders call
 # --------------------------------------------------------------------------
 
+class Arguments(list):
+    """Positional arguments of one call, and ``keywords`` for those after a left-out one."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.keywords = {}
+
+
 class Checks:
     """The engine behind a chapter's ``Checks``: dispatch, collect, judge."""
 
@@ -297,8 +306,9 @@ class Checks:
             return collect_answer(target)
         if isinstance(check, Function):
             cases = self.cases(method, kwargs.get("hidden", False))
+            results = INTS if check.returns == "int" else self.backend
             return collect_calls(target, cases, lambda case: self.positional(case, check.args),
-                                 len(check.outputs), self.backend)
+                                 len(check.outputs), results)
         return check.collect(self, target, **{**check.options, **kwargs})
 
     def judge(self, method: str, record, blocks: dict = None, **kwargs) -> str:
@@ -335,9 +345,18 @@ class Checks:
 
     # -- functions called on stored cases -------------------------------------
     def positional(self, case: Case, names: tuple) -> list:
+        """The case's arguments in the order of ``names``. An optional argument not given in this
+        case is left out (mask=None); the ones after it are then passed by name (``.keywords``)."""
         given = grouped_args(case.args)
-        return [self._track_arg(given[name]) for name in names
-                if name in given]  # an optional argument not given in this case is left out (mask=None)
+        args = Arguments()
+        for name in names:
+            if name not in given:
+                continue
+            if args.keywords or len(args) < names.index(name):
+                args.keywords[name] = self._track_arg(given[name])
+            else:
+                args.append(self._track_arg(given[name]))
+        return args
 
     def _track_arg(self, value):
         if isinstance(value, dict):  # a layer's params: a dict of the track's arrays
@@ -370,8 +389,9 @@ class Checks:
 
     def _judge_cases(self, check: Function, records, cases: list, accepted: dict) -> set:
         inherited = set()
+        returned = INTS.array_type_name if check.returns == "int" else self.array_type_name
         for case, case_record in judge_records(records, cases, check.name):
-            got = outputs_of(case_record, check.outputs, check.name, self.array_type_name)
+            got = outputs_of(case_record, check.outputs, check.name, returned)
             if check.validate is not None:
                 check.validate(got, case)
             inherited |= compare(got, case, check, self.device, accepted)
@@ -420,13 +440,34 @@ def describe_exception(exc: BaseException) -> dict:
             "not_implemented": isinstance(exc, NotImplementedError)}
 
 
+class _Ints:
+    """What a counting function returns in every track: a Python int (NumPy's integers pass too)."""
+    array_type_name = "a Python int"
+
+    @staticmethod
+    def is_native(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+    @staticmethod
+    def to_numpy(value) -> np.ndarray:
+        return np.asarray(int(value), dtype=np.int64)
+
+    @staticmethod
+    def dtype_name(value) -> str:
+        return "int64"
+
+
+INTS = _Ints()
+
+
 def plain_value(value, backend) -> dict:
     """One returned value: its type, and as a NumPy array when it is the track's array type."""
     entry = {"type": f"{type(value).__module__}.{type(value).__name__}",
              "native": bool(backend.is_native(value))}
     if entry["native"]:
         try:
-            entry["array"] = np.ascontiguousarray(backend.to_numpy(value))
+            array = backend.to_numpy(value)
+            entry["array"] = np.ascontiguousarray(array).reshape(array.shape)  # a 0-d result stays 0-d
             entry["dtype"] = backend.dtype_name(value)
         except Exception as exc:  # e.g. a bfloat16 tensor NumPy cannot hold
             entry["native"] = False
@@ -451,7 +492,8 @@ def collect_calls(fn, cases: list, positional, n_outputs: int, backend) -> list:
     records = []
     for case in cases:
         try:
-            result = fn(*positional(case))
+            args = positional(case)
+            result = fn(*args, **getattr(args, "keywords", {}))
         except Exception as exc:  # anything the student's code raises
             records.append(describe_exception(exc))
             break
@@ -505,6 +547,9 @@ def outputs_of(record: dict, names: tuple, function: str, array_type_name: str) 
         if not isinstance(value, dict) or not value.get("native") \
                 or not isinstance(value.get("array"), np.ndarray):
             shown = value.get("type") if isinstance(value, dict) else type(value).__name__
+            if array_type_name == INTS.array_type_name:
+                fail(f"{function} returned {label} as {shown}; a count is {array_type_name}: keep the "
+                     "arithmetic in integers (// rather than /, no float factors), or convert with int().")
             fail(f"{function} returned {label} as {shown}; this notebook works with "
                  f"{array_type_name}, so return one (no conversion to or from other libraries).")
         out[label] = (value["array"], str(value.get("dtype")))
@@ -571,6 +616,8 @@ def check_dtype(got_dtype: str, want: np.ndarray, what: str, case: Case):
 def is_close(got: np.ndarray, want: np.ndarray, dtype: str, device: str) -> bool:
     if want.dtype == bool:
         return got.dtype == bool and np.array_equal(got, want)
+    if want.dtype.kind in "iu":  # counts are exact
+        return got.dtype.kind in "iu" and np.array_equal(got, want)
     rtol, atol = tolerance(dtype, device)
     return bool(np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=False))
 

@@ -52,6 +52,7 @@ COURSE = (
     Chapter(2, "ch02_one_head_bottleneck", "Why one head blurs", _three_tracks(cell_seconds=120)),
     Chapter(3, "ch03_split_heads", "Splitting into heads", _three_tracks()),
     Chapter(4, "ch04_concat_and_wo", "Concatenation and W_o", _three_tracks()),
+    Chapter(5, "ch05_cost_and_scale", "What many heads cost", _three_tracks()),
 )
 
 

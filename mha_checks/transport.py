@@ -29,7 +29,7 @@ def to_plain(obj, depth: int = 0):
         raise NotPlainData("nested too deeply")
     if isinstance(obj, np.ndarray):
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(obj), allow_pickle=False)
+        np.save(buffer, np.ascontiguousarray(obj).reshape(obj.shape), allow_pickle=False)  # 0-d stays 0-d
         return {ARRAY_KEY: base64.b64encode(buffer.getvalue()).decode("ascii")}
     if isinstance(obj, np.generic):
         return obj.item()

@@ -582,14 +582,14 @@ TILED = Function(
 QUESTIONS = (
     Question(
         "crossover_seq_len", notebook="1_numpy", tracks=("numpy",),
-        doc="For d_model = 512, from which sequence length T on do the attention products cost more FLOPs "
-            "than the four projections?",
+        doc="For MiniLM's layers (d_model = 384), from which sequence length T on do the attention products "
+            "cost as many FLOPs as the four projections?",
         answer=lambda sol: sol["crossover_seq_len"],
         mistakes=(
             Mistake("d_model", "At T = d_model the attention term, 4·B·T²·d, is half the projections' 8·B·T·d²; "
-                    "set the two equal and solve for T.", lambda sol: 512),
+                    "set the two equal and solve for T.", lambda sol: 384),
             Mistake("four_d", "That is where the attention term is twice the projections'; the question asks "
-                    "where they are equal.", lambda sol: 2048),
+                    "where they are equal.", lambda sol: 1536),
         ),
         hint="Set 4·B·T²·d equal to 8·B·T·d² and solve for T: B cancels, and so does one factor of T·d."),
     Question(

@@ -117,7 +117,7 @@ def grouped_query_attention(x, params, n_heads, n_kv_heads, mask=None):
 """),
     # ---- questions
     Mutant("crossover_at_d_model", "1_numpy", "crossover_seq_len", "crossover_seq_len", "solve for T", """
-crossover_seq_len = 512
+crossover_seq_len = 384
 """),
     Mutant("naive_weights_gib_float64", "1_numpy", "naive_weights_gib", "naive_weights_gib", "That is for float64", """
 naive_weights_gib = 65536 ** 2 * 8 / 2 ** 30

@@ -415,17 +415,18 @@ class Checks:
     # -- questions --------------------------------------------------------------
     def _judge_answer(self, question: "Question", record, hidden: bool) -> str:
         value = read_answer(question, record)
+        shown = number(value) if question.kind == "number" else value  # compared unrounded, shown rounded
         if not hidden:
-            return (f"\u2714 {question.name}: your answer, {value}, is recorded. Questions are "
+            return (f"\u2714 {question.name}: your answer, {shown}, is recorded. Questions are "
                     "marked when the notebook is graded.")
         case = self.cases(question.name, hidden=True)[0]
         if answer_matches(question, value, case.expected["answer"]):
-            return f"\u2714 {question.name}: {value} is right."
+            return f"\u2714 {question.name}: {shown} is right."
         for label, variant in case.variants.items():
             if answer_matches(question, value, variant["answer"]):
-                fail(f"{question.name}: {value} is not the answer. "
+                fail(f"{question.name}: {shown} is not the answer. "
                      + next(m for m in question.mistakes if m.label == label).message)
-        fail(f"{question.name}: {value} is not the answer. {question.hint}".strip())
+        fail(f"{question.name}: {shown} is not the answer. {question.hint}".strip())
 
 
 # --------------------------------------------------------------------------
@@ -669,7 +670,7 @@ def read_answer(question, record):
         if not isinstance(value, float) or not np.isfinite(value):
             fail(f"{question.name} must be a number (like 2.5); got "
                  f"{record.get('text') or record.get('other') or value}.")
-        return number(value)
+        return value
     text = record.get("text")
     options = ", ".join(repr(c) for c in question.choices)
     if not isinstance(text, str) or text.strip().lower() not in [c.lower() for c in question.choices]:

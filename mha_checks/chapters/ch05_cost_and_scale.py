@@ -19,6 +19,7 @@ In a notebook::
 
 This module only declares; the engine (:mod:`mha_checks.engine`) runs the checks.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, d
 from . import layers
 from .ch01_single_head import SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
-from .ch04_concat_and_wo import MERGE_HEADS, MULTI_HEAD_ATTENTION
+from .ch04_concat_and_wo import MERGE_HEADS
 from .common import causal, normal, random_mask
 
 # --------------------------------------------------------------------------
@@ -418,7 +419,8 @@ def _collect_memory(checks, fn):
         out, used, extra = measure(lambda: fn(q, k, v))
     except Exception as exc:
         return describe_exception(exc)
-    return {"kind": kind, "bytes": int(used), "out": plain_value(out, checks.backend), **extra}
+    return {"kind": kind, "bytes": int(used), "out": plain_value(out, checks.backend),
+            "name": str(getattr(fn, "__name__", "online_softmax_attention"))[:100], **extra}
 
 
 def memory_bounds(itemsize: int) -> tuple:
@@ -433,7 +435,7 @@ def _mib(n):
 
 
 def _judge_memory(checks, record):
-    name = "online_softmax_attention"
+    name = record.get("name") if isinstance(record.get("name"), str) else "online_softmax_attention"
     if "not_callable" in record:
         fail(f"{name} is {record['not_callable']}, not a function: run the cell that defines it.")
     if "raised" in record:
@@ -510,11 +512,17 @@ def _expanded(params, n_heads, n_kv_heads, order):
     return full
 
 
+def _multi_head(sol):
+    """The solution's multi-head layer: grouped-query attention with a K/V head per query head."""
+    return {"multi_head_attention": lambda x, params, n_heads, mask=None:
+            sol["grouped_query_attention"](x, params, n_heads, n_heads, mask)}
+
+
 def _round_robin(sol, x, params, n_heads, n_kv_heads, mask=None):
     if n_kv_heads in (1, n_heads):
         return None
     full = _expanded(params, n_heads, n_kv_heads, lambda h: h % n_kv_heads)
-    return sol["multi_head_attention"](x, full, n_heads, mask)
+    return _multi_head(sol)["multi_head_attention"](x, full, n_heads, mask)
 
 
 def _as_grouped(entry):
@@ -522,7 +530,7 @@ def _as_grouped(entry):
     layer whose K/V heads are repeated, each for its group of query heads."""
     def outputs(sol, x, params, n_heads, n_kv_heads, mask=None):
         full = _expanded(params, n_heads, n_kv_heads, lambda h: h // (n_heads // n_kv_heads))
-        return entry.outputs(sol, x, full, n_heads, mask)
+        return entry.outputs(_multi_head(sol), x, full, n_heads, mask)
     return Inherited(entry.block, entry.label, outputs, message=entry.message)
 
 
@@ -536,7 +544,7 @@ GQA = Function(
                       "consecutive, so heads 0 .. H/G-1 share K/V head 0, the next H/G share head 1, and so on.",
                       _round_robin),),
     validate=layers.validate_layer_weights, diagnose=layers.diagnose_layer,
-    uses=("scaled_dot_product_attention",),
+    uses=("split_heads", "scaled_dot_product_attention", "merge_heads"),
     # One bug costs once: on top of a chapter-1 attention with a known mistake, a correct grouped layer passes.
     inherited=tuple(_as_grouped(e) for e in layers.inherited_from_attention("multi_head_attention")))
 
@@ -639,12 +647,12 @@ QUESTIONS = (
         hint="Count the thread blocks along the queries: each one reads all of K once."),
     Question(
         "flop_counter_total", notebook="3_pytorch", tracks=("torch",),
-        doc="The total FlopCounterMode reports for nn.MultiheadAttention(512, 8, batch_first=True) on x of shape "
-            "(2, 1024, 512), self-attention with need_weights=True?",
+        doc="The total FlopCounterMode reports for nn.MultiheadAttention(256, 8, batch_first=True) on x of shape "
+            "(2, 1024, 256), self-attention with need_weights=True?",
         answer=lambda sol: sol["flop_counter_total"],
         mistakes=(
             Mistake("projections_only", "That is the projections' 8·B·T·d² alone; the counter also counts the two "
-                    "attention products.", lambda sol: 8 * 2 * 1024 * 512 ** 2),
+                    "attention products.", lambda sol: 8 * 2 * 1024 * 256 ** 2),
             Mistake("multiply_add_once", "FlopCounterMode counts a multiply-add as 2.",
                     lambda sol: sol["flop_counter_total"] // 2),
         ),
@@ -661,9 +669,15 @@ QUESTIONS = (
         hint="Count both layers' parameters, then divide."),
 )
 
+def _pasted_in(function, *tracks):
+    """An earlier chapter's function, checked here only in the notebooks whose students paste it in."""
+    return dataclasses.replace(function, tracks=tracks)
+
+
 CHAPTER = Chapter(
     "ch05_cost_and_scale",
-    functions=(SOFTMAX, SCALED_DOT_PRODUCT_ATTENTION, SPLIT_HEADS, MERGE_HEADS, MULTI_HEAD_ATTENTION,
+    functions=(_pasted_in(SOFTMAX, "numpy", "cupy"), _pasted_in(SCALED_DOT_PRODUCT_ATTENTION, "numpy", "cupy"),
+               _pasted_in(SPLIT_HEADS, "numpy"), _pasted_in(MERGE_HEADS, "numpy"),
                MHA_PARAM_COUNT, MHA_FLOPS, ONLINE, TILED, GQA),
     questions=QUESTIONS,
     custom=(Custom("online_memory", "online_softmax_attention never builds a (T_q, T_k) array: the memory one call "

@@ -7,7 +7,8 @@ mistake, and (2) grading a notebook carrying the mutant loses points.
 from mha_checks import registry
 from mutants import Mutant, of_chapter
 
-FIRST_CHAPTER = registry.assignments()[0]  # whose attention the notebook pastes in
+FIRST_CHAPTER = registry.assignments()[0]  # whose softmax and attention the NumPy notebook pastes in
+FOURTH_CHAPTER = registry.assignments()[3]  # whose split_heads and merge_heads it pastes in
 
 # The NumPy solution's loop, with one line to change per mutant: {setup}, {scores}, {update}, {end}.
 ONLINE = '''
@@ -126,6 +127,60 @@ naive_weights_gib = 65536 ** 2 * 8 / 2 ** 30
            "the naive form builds (T, T) arrays", """
 naive_memory_exponent = 1.0
 """),
-    # ---- a faulty chapter-1 attention pasted in: the stretch layer is judged on top of it
-    *of_chapter(FIRST_CHAPTER, "sdpa_mask_after_softmax"),
+    Mutant("tile_shared_bytes_one_tile", "2_cupy", "tile_shared_bytes", "tile_shared_bytes", "That is one tile", """
+tile_shared_bytes = 32 * 64 * 4
+"""),
+    Mutant("key_reads_per_tile", "2_cupy", "key_reads", "key_reads", "That is the number of key tiles", """
+key_reads = 4096 // 32
+"""),
+    Mutant("flop_counter_projections_only", "3_pytorch", "flop_counter_total", "flop_counter_total",
+           "the projections' 8·B·T·d² alone", """
+flop_counter_total = 8 * 2 * 1024 * 256 ** 2
+"""),
+    Mutant("one_vs_many_heads_per_head", "3_pytorch", "one_vs_many_heads_params", "one_vs_many_heads_params",
+           "they do not have 8 copies", """
+one_vs_many_heads_params = 1 / 8
+"""),
+    # ---- the PyTorch track: the memory check watches every tensor, and PyTorch's own attention
+    Mutant("torch_online_calls_the_library", "3_pytorch", "online_softmax_attention", "online_memory",
+           "calls PyTorch's own scaled_dot_product_attention", """
+def online_softmax_attention(q, k, v, mask=None, block_size=64):
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if mask is not None:
+        out = torch.where(mask.any(dim=-1, keepdim=True), out, 0.0)
+    return out
+"""),
+    Mutant("torch_online_all_scores_at_once", "3_pytorch", "online_softmax_attention", "online_memory",
+           "builds an array as large as the (T_q, T_k) scores", """
+def online_softmax_attention(q, k, v, mask=None, block_size=64):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf)
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1))
+    return weights @ v
+"""),
+    Mutant("torch_online_no_rescale", "3_pytorch", "online_softmax_attention", "online_softmax_attention",
+           "the rows whose largest score is in the first block are right", """
+def online_softmax_attention(q, k, v, mask=None, block_size=64):
+    T_q, T_k, d_v = q.shape[-2], k.shape[-2], v.shape[-1]
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], () if mask is None else mask.shape[:-2])
+    if mask is not None:
+        mask = mask.expand(*lead, T_q, T_k)
+    scale = 1 / math.sqrt(q.shape[-1])
+    m = torch.full((*lead, T_q, 1), -math.inf, dtype=q.dtype)
+    total = torch.zeros((*lead, T_q, 1), dtype=q.dtype)
+    acc = torch.zeros((*lead, T_q, d_v), dtype=q.dtype)
+    for start in range(0, T_k, block_size):
+        scores = q @ k[..., start:start + block_size, :].transpose(-2, -1) * scale
+        if mask is not None:
+            scores = torch.where(mask[..., start:start + block_size], scores, -math.inf)
+        m = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
+        p = torch.exp(scores - torch.where(torch.isneginf(m), 0.0, m))
+        total = total + p.sum(dim=-1, keepdim=True)
+        acc = acc + p @ v[..., start:start + block_size, :]
+    return torch.where(total > 0, acc / torch.where(total > 0, total, 1.0), 0.0)
+"""),
+    # ---- faulty building blocks pasted in: the stretch layer is judged on top of them
+    *of_chapter(FIRST_CHAPTER, "softmax_no_keepdims_axis0", "sdpa_mask_after_softmax"),
+    *of_chapter(FOURTH_CHAPTER, "split_heads_reshape_only", "merge_without_transpose"),
 ]

@@ -45,8 +45,8 @@ def results(proc) -> list:
 
 
 def expected_items() -> int:
-    # each notebook executed and graded, the pytest GPU tests, the GPU benchmark
-    return 2 * len(gpu_notebooks()) + 2
+    # each notebook executed and graded, the pytest GPU tests, the two GPU benchmarks (mha, online)
+    return 2 * len(gpu_notebooks()) + 3
 
 
 @pytest.mark.timeout(120)

@@ -16,7 +16,12 @@ environment first). Items, in this order:
    marks and bob 0, both with status ``graded``;
 4. ``mha benchmark``: ``python -m benchmarks.mha --gpu`` (benchmarks/README.md), the
    multi-head layer in CuPy against torch on CUDA, timed with CUDA events; its
-   table goes to the log and its numbers to ``mha_gpu.json`` in ``--out``.
+   table goes to the log and its numbers to ``mha_gpu.json`` in ``--out``;
+5. ``online benchmark``: ``python -m benchmarks.online --gpu``, chapter 5's CuPy
+   kernel ``tiled_attention`` against torch's SDPA on CUDA for T = 1024 ... 16384
+   (1 and 16 heads, d_k = 64, float32): outputs compared, then CUDA-event times, the
+   ratio (goal at most 1.5x at T = 4096) and the kernel's bandwidth; numbers to
+   ``online_gpu.json`` in ``--out``.
 
 Each item runs in a child process with a time limit; all share a budget
 (``MHA_GPU_BUDGET_S``, 540 s: one run fits in a 10-minute command).
@@ -80,7 +85,7 @@ def items(rehearsal: bool) -> list:
     notebooks = course_notebooks(rehearsal)
     return ([("notebook", f"{a}/{n}") for a, n in notebooks] + [("pytest", "")]
             + [("grading", f"{a}/{n}") for a, n in notebooks]
-            + ([] if rehearsal else [("benchmark", "mha")]))
+            + ([] if rehearsal else [("benchmark", "mha"), ("benchmark", "online")]))
 
 
 def subject(kind: str, target: str) -> str:
@@ -279,8 +284,10 @@ def item_grading(target: str, out: Path, gpu: bool) -> str:
                 f"both graded ({seconds:.1f} s)")
 
 
-def item_benchmark(out: Path) -> str:
-    """The multi-head layer's benchmark on the GPU: ratios to torch's SDPA path on CUDA."""
+def item_benchmark(target: str, out: Path) -> str:
+    """A benchmark on the GPU: ``mha`` (the multi-head layer) or ``online`` (chapter 5's tiled kernel)."""
+    if target == "online":
+        return item_benchmark_online(out)
     from benchmarks import mha
     results = out / "mha_gpu.json"
     if mha.main(["--gpu", "--repeats", "10", "--json", str(results)]) != 0:
@@ -290,6 +297,25 @@ def item_benchmark(out: Path) -> str:
                 ", ".join(f"{r['name']} {r['best_ms']:.2f} ms ({r['ratio_to_baseline']:.2f}x)" for r in rows))
 
 
+def item_benchmark_online(out: Path) -> str:
+    """``tiled_attention`` against torch's SDPA on CUDA: the ratio per T and the kernel's bandwidth.
+
+    It passes when the outputs agree and every size ran; the speed goal (at most
+    1.5x SDPA at T = 4096) is reported in the line, not enforced.
+    """
+    from benchmarks import online
+    results = out / "online_gpu.json"
+    if online.main(["--gpu", "--repeats", "10", "--json", str(results)]) != 0:
+        return line("FAIL", subject("benchmark", "online"), "the benchmark stopped (see its log)")
+    rows = json.loads(results.read_text(encoding="utf-8"))["gpu"]
+    goals = [f"H={r['heads']} {'met' if r['ratio'] <= online.GOAL_GPU else 'MISSED'}"
+             for r in rows if r["seq"] == online.GOAL_SDPA_SEQ]
+    verdict = f"; goal <= {online.GOAL_GPU}x at T = {online.GOAL_SDPA_SEQ}: " + ", ".join(goals) if goals else ""
+    return line("PASS", subject("benchmark", "online"),
+                ", ".join(f"H={r['heads']} T={r['seq']} {r['tiled_ms']:.2f} ms ({r['ratio']:.2f}x SDPA, "
+                          f"{r['bandwidth_gb_s']:.0f} GB/s)" for r in rows) + verdict)
+
+
 def run_item(kind: str, target: str, out: Path, gpu: bool, gpu_reason: str) -> str:
     try:
         if kind == "notebook":
@@ -297,7 +323,7 @@ def run_item(kind: str, target: str, out: Path, gpu: bool, gpu_reason: str) -> s
         if kind == "pytest":
             return item_pytest(out, gpu, gpu_reason)
         if kind == "benchmark":
-            return item_benchmark(out)
+            return item_benchmark(target, out)
         return item_grading(target, out, gpu)
     except Exception as err:  # noqa: BLE001 - one line, whatever broke
         import traceback

@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -78,30 +77,8 @@ MIB = 2 ** 20
 
 def course_functions(solutions_dir: Optional[Path] = None, functions: Optional[dict] = None) -> dict:
     """The course's functions named in ``functions`` (default :data:`COURSE_FUNCTIONS`), read from the
-    solution notebooks by ``benchmarks.mha``'s loader; ``MissingSolution`` names a missing notebook or function.
-
-    That loader reads its table ``mha.COURSE_FORMS``, which is swapped for ours
-    during the call. It runs a notebook once per function; so that each notebook
-    runs once, it loads one function per notebook and takes the others from that
-    function's globals, which are the namespace the notebook's cells ran in.
-    """
-    functions = dict(functions or COURSE_FUNCTIONS)
-    first = {}  # (assignment, notebook) -> the key loaded through mha's loader
-    for key, (assignment, notebook, _) in functions.items():
-        first.setdefault((assignment, notebook), key)
-    saved = mha.COURSE_FORMS
-    mha.COURSE_FORMS = {key: functions[key] for key in first.values()}
-    try:
-        loaded = mha.course_forms(solutions_dir)
-    finally:
-        mha.COURSE_FORMS = saved
-    found = {}
-    for key, (assignment, notebook, name) in functions.items():
-        namespace = loaded[first[assignment, notebook]].__globals__
-        if not callable(namespace.get(name)):
-            raise MissingSolution(f"{assignment}/{notebook}.ipynb defines no {name}(): the benchmark times it")
-        found[key] = namespace[name]
-    return found
+    solution notebooks by ``benchmarks.mha``'s loader; ``MissingSolution`` names a missing notebook or function."""
+    return mha.course_forms(solutions_dir, dict(functions or COURSE_FUNCTIONS))
 
 
 # --------------------------------------------------------------------------- inputs, forms, agreement
@@ -175,22 +152,11 @@ def repeats_at(seq: int, repeats: int) -> int:
 
 
 def traced_peak(call: Callable[[], object]) -> int:
-    """Peak bytes allocated during one ``call()`` above the level before it, as tracemalloc sees it.
-
-    NumPy reports its array buffers to tracemalloc, so this is the call's extra
-    memory, its result included. Tracing slows Python's allocations, so this is
-    a separate call from the timed ones.
-    """
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        result = call()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    del result
-    return peak - before
+    """Peak bytes allocated during one ``call()`` above the level before it, measured as chapter 5's
+    memory check measures (NumPy reports its buffers to tracemalloc), the result included. Tracing
+    slows Python's allocations, so this is a separate call from the timed ones."""
+    from mha_checks.chapters.ch05_cost_and_scale import numpy_peak
+    return numpy_peak(call)[1]
 
 
 def _status_kib(key: str) -> int:

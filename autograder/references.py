@@ -44,10 +44,45 @@ def build_references(assignment: str, split: str, seed: int, solutions_dir: Path
     return flat
 
 
+def build_generated(assignment: str, generated, solutions_dir: Path = SOLUTIONS_DIR) -> dict:
+    """One generated data file's arrays, built from its solution notebook."""
+    from .notebooks import solution_namespace
+    sol = solution_namespace(Path(solutions_dir) / assignment / f"{generated.notebook}.ipynb")
+    return {name: np.asarray(value) for name, value in generated.build(sol).items()}
+
+
+def write_generated(assignment: str, solutions_dir: Path = SOLUTIONS_DIR) -> list:
+    """The chapter's generated data files (a trained model), written before its cases, which may read them."""
+    written = []
+    for generated in chapter(assignment).generated:
+        path = Path(generated.path)
+        np.savez_compressed(path, **build_generated(assignment, generated, solutions_dir))
+        written.append(path)
+    return written
+
+
+def stale_generated(assignment: str, solutions_dir: Path = SOLUTIONS_DIR) -> list:
+    stale = []
+    for generated in chapter(assignment).generated:
+        path = Path(generated.path)
+        if not path.exists():
+            stale.append(f"{path}: missing")
+            continue
+        fresh = build_generated(assignment, generated, solutions_dir)
+        with np.load(path) as stored:
+            stored = {k: stored[k] for k in stored.files}
+        label = f"{path.parent.name}/{path.name}"
+        stale += [f"{label}:{key}: {'only in the fresh build' if key in fresh else 'no longer produced'}"
+                  for key in sorted(set(fresh) ^ set(stored))]
+        stale += [f"{label}:{key}: values differ" for key in sorted(set(fresh) & set(stored))
+                  if not same_array(fresh[key], stored[key])]
+    return stale
+
+
 def write_references(assignment: str, hidden_seed: int = DEFAULT_HIDDEN_SEED,
                      references_dir: Path = VISIBLE_CASES_DIR, hidden_dir: Path = HIDDEN_CASES_DIR,
                      solutions_dir: Path = SOLUTIONS_DIR) -> list:
-    written = []
+    written = write_generated(assignment, solutions_dir) if references_dir == VISIBLE_CASES_DIR else []
     for split, seed in (("visible", VISIBLE_SEED), ("hidden", hidden_seed)):
         path = case_file(assignment, split, references_dir, hidden_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +102,8 @@ def stale_references(assignments=None, solutions_dir: Path = SOLUTIONS_DIR,
     """Descriptions of every committed reference that differs from a fresh build from its own seed."""
     stale = []
     for assignment in assignments or registry.assignments():
+        if references_dir == VISIBLE_CASES_DIR:
+            stale += stale_generated(assignment, solutions_dir)
         for split in ("visible", "hidden"):
             path = case_file(assignment, split, references_dir, hidden_dir)
             if not path.exists():

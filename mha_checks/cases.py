@@ -49,10 +49,8 @@ class Case:
     def describe(self) -> str:
         parts = []
         for name, a in grouped_args(self.args).items():
-            if isinstance(a, dict):
-                inner = ", ".join(f"{k} {tuple(v.shape)}" for k, v in a.items())
-                dtypes = sorted({str(v.dtype) for v in a.values()})
-                parts.append(f"{name}: {'/'.join(dtypes)} {{{inner}}}")
+            if isinstance(a, (dict, list)):
+                parts.append(f"{name}: {_describe_tree(a)}")
             elif a.ndim == 0:
                 parts.append(f"{name}={a.item()!r}")
             else:
@@ -60,38 +58,70 @@ class Case:
         return f"{self.function}({', '.join(parts)})"
 
 
+def _describe_tree(tree) -> str:
+    """``float32 {w_q (8, 12), ...}``, or for a model ``{embed (11, 24), layers [2 × {...}], ...}``."""
+    if isinstance(tree, list):
+        return f"[{len(tree)} × {_describe_tree(tree[0])}]"
+    leaves = [v for v in tree.values() if not isinstance(v, (dict, list))]
+    dtypes = "/".join(sorted({str(v.dtype) for v in leaves if v.dtype.kind == "f"}))
+    inner = ", ".join(f"{k} {_describe_tree(v)}" if isinstance(v, (dict, list))
+                      else f"{k} {tuple(v.shape)}" if v.ndim else f"{k}={v.item()!r}"
+                      for k, v in tree.items())
+    return f"{dtypes} {{{inner}}}".strip()
+
+
 # A dict argument (a layer's ``params``) is stored as one array per entry,
-# ``params.w_q``, ``params.b_o``...; the function receives the dict back.
+# ``params.w_q``, ``params.b_o``...; the function receives the dict back. Entries
+# nest: a model's list of layers is ``model.layers.0.w_q``, ``model.layers.1.w_q``...,
+# and comes back as a list of dicts (keys that are all 0, 1, 2... make a list).
 DICT_SEPARATOR = "."
+
+
+def _spread(prefix: str, value, flat: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _spread(f"{prefix}{DICT_SEPARATOR}{k}", v, flat)
+    elif isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
+        for i, v in enumerate(value):
+            _spread(f"{prefix}{DICT_SEPARATOR}{i}", v, flat)
+    else:
+        flat[prefix] = np.asarray(value)
 
 
 def stored_args(args: dict) -> dict:
     """Arguments as stored: NumPy arrays, with a dict argument spread over ``name.key`` entries."""
     flat = {}
     for name, value in args.items():
-        if isinstance(value, dict):
-            flat.update({f"{name}{DICT_SEPARATOR}{k}": np.asarray(v) for k, v in value.items()})
-        else:
-            flat[name] = np.asarray(value)
+        _spread(name, value, flat)
     return flat
+
+
+def _as_lists(tree: dict):
+    """Dicts whose keys are 0, 1, 2... (a list of layers, as stored) become lists again."""
+    tree = {k: _as_lists(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    if tree and all(k.isdigit() for k in tree) and sorted(map(int, tree)) == list(range(len(tree))):
+        return [tree[str(i)] for i in range(len(tree))]
+    return tree
 
 
 def grouped_args(args: dict) -> dict:
     """Stored arguments with the ``name.key`` entries gathered back into dicts, in stored order."""
     grouped = {}
     for name, value in args.items():
-        if DICT_SEPARATOR in name:
-            outer, key = name.split(DICT_SEPARATOR, 1)
-            grouped.setdefault(outer, {})[key] = value
-        else:
-            grouped[name] = value
-    return grouped
+        *outer, key = name.split(DICT_SEPARATOR)
+        node = grouped
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return {k: _as_lists(v) if isinstance(v, dict) else v for k, v in grouped.items()}
 
 
 def plain_arg(value):
     """A stored argument as a student's function gets it: a 0-d array becomes a Python number."""
     if isinstance(value, dict):
         return {k: plain_arg(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_arg(v) for v in value]
     value = np.asarray(value)
     return value.item() if value.ndim == 0 else value
 

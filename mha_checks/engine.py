@@ -201,6 +201,19 @@ class Custom:
 
 
 @dataclass(frozen=True)
+class Generated:
+    """A data file the chapter's notebooks read, built from one of its solution notebooks
+    (a trained model and what it computed): ``build(sol)`` returns ``{name: array}``.
+
+    ``python -m autograder references`` writes it before the cases (the cases may read
+    it), and the staleness check rebuilds it and compares, like the cases. It ships in
+    the course package, so every name in it is public: no answer goes here."""
+    path: object                      # a pathlib.Path inside the package
+    notebook: str
+    build: Callable
+
+
+@dataclass(frozen=True)
 class Chapter:
     """A chapter's checks: its functions and custom checks."""
     assignment: str
@@ -208,6 +221,7 @@ class Chapter:
     custom: tuple = ()
     questions: tuple = ()
     reference_notebook: str = "1_numpy"   # the solution notebook that produces the references
+    generated: tuple = ()                 # data files built from the solutions before the cases
 
     @property
     def checks(self) -> dict:
@@ -361,6 +375,8 @@ class Checks:
     def _track_arg(self, value):
         if isinstance(value, dict):  # a layer's params: a dict of the track's arrays
             return {k: self._track_arg(v) for k, v in value.items()}
+        if isinstance(value, list):  # a model's layers: a list of params dicts
+            return [self._track_arg(v) for v in value]
         return plain_arg(value) if value.ndim == 0 else self.backend.asarray(value)
 
     def _judge_function(self, check: Function, records, hidden: bool, blocks: dict) -> str:

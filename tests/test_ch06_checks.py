@@ -81,7 +81,8 @@ def test_patterns_repeat_distinct_tokens_with_a_period_per_sequence():
 
 def test_predictable_positions_start_after_one_period():
     scored = toy_task.predictable([4], seq_len=8)
-    assert scored.tolist() == [[False, False, True, True, True, True, True]]   # targets 1..7; token 4 on
+    # logits at t predict token t+1 (targets 1..7); with period 4, tokens 4..7 repeat earlier ones
+    assert scored.tolist() == [[False, False, False, True, True, True, True]]
 
 
 def test_accuracy_refuses_misshapen_logits():

@@ -32,7 +32,9 @@ HELD_OUT_SEED = 6           # the held-out sequences every track and the grader 
 TRAINING = dict(steps=300, batch_size=64, lr=5e-3)
 COURSE_SEED = 0
 SHORTCUT_PERIOD, SHORTCUT_STEPS = 8, 150   # the fixed-period contrast learns its shortcut fast
-MODEL_FILE = Path(__file__).resolve().parent / "references" / "ch06_what_heads_learn_model.npz"
+# Data the notebooks read, generated from the solutions (not reference outputs: those stay out of a
+# grading sandbox, while this file is part of what every student installs).
+MODEL_FILE = Path(__file__).resolve().parent / "data" / "ch06_what_heads_learn_model.npz"
 
 
 def repeated_patterns(rng, n: int, seq_len: int = SEQ_LEN, vocab: int = VOCAB,

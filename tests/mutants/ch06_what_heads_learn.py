@@ -87,7 +87,7 @@ def induction_score(weights, tokens):
     after_copy &= np.tril(np.ones((T, T), dtype=bool), k=-1)
     has_target = after_copy.any(axis=-1)
     per_query = (weights * after_copy[:, None]).sum(axis=-1)
-    return (per_query * has_target[:, None]).sum(axis=(0, 2)) / has_target.sum()
+    return (per_query * has_target[:, None]).sum(axis=(0, 2)) / weights.dtype.type(has_target.sum())
 """),
     # ---- knocking heads out
     Mutant("knock_out_columns", "1_numpy", "knock_out", "knock_out", "you zeroed columns", """

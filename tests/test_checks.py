@@ -2,6 +2,8 @@
 function check on visible and hidden cases, and every known-wrong
 implementation of the chapter's library fails its visible check with a message
 naming the mistake, and fails the hidden cases too."""
+import functools
+
 import pytest
 
 from course import (ASSIGNMENTS, all_mutants, checks_for, mutants, notebook_params, solution,
@@ -64,6 +66,7 @@ def test_unimplemented_function_says_so():
             lambda *a, **k: (_ for _ in ()).throw(NotImplementedError()))
 
 
+@functools.lru_cache(maxsize=None)  # the visible and the hidden test of a mutant share one run of its notebook
 def _mutated(assignment, mutant):
     return solution_namespace(solution_path(assignment, mutant.notebook),
                               replace={mutant.cell: mutant.source})

@@ -26,20 +26,11 @@ except ImportError as err:
                 allow_module_level=True)
 
 pytest.importorskip("torch")
-from test_ch04_minilm import CH04, bert_reference, max_error  # noqa: E402  (after the skips)
+from test_ch04_minilm import bert_reference, max_error, multi_head_attention  # noqa: E402,F401  (after the skips; a fixture)
 
 PROBS_TOL = 1e-4   # attention probabilities, after up to 6 layers in float32
 HIDDEN_TOL = 1e-3  # final hidden states
 BATCH_TOL = 1e-5   # padded batch against one sentence at a time
-
-
-@pytest.fixture(scope="module")
-def multi_head_attention():
-    from course import solution, solution_path
-    path = solution_path(*CH04)
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: this test runs the chapter-4 solution's multi_head_attention")
-    return solution(*CH04)["multi_head_attention"]
 
 
 @pytest.fixture(scope="module")

@@ -157,19 +157,6 @@ def test_page_links_the_three_exercise_notebooks():
     assert "Chapter 7" in text
 
 
-def test_page_is_stored_clean_with_named_cells():
-    nb = nbformat.read(str(PAGE), as_version=4)
-    nbformat.validate(nb)
-    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5)
-    ids = [c.id for c in nb.cells]
-    assert len(set(ids)) == len(ids)
-    for cell_id in ids:
-        assert re.fullmatch(r"[a-z][a-z0-9-]*", cell_id) and not re.fullmatch(r"[0-9a-f-]{8,}", cell_id), cell_id
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, f"{cell.id} is stored with outputs"
-
-
 def test_every_glued_value_is_computed_by_a_cell():
     text = "\n".join(c.source for c in cells() if c.cell_type == "markdown")
     used = {role: set(re.findall(rf"\{{glue:{role}\}}`([A-Za-z0-9_]+)", text)) for role in ("text", "md")}

@@ -19,7 +19,6 @@ In a notebook::
 
 This module only declares; the engine (:mod:`mha_checks.engine`) runs the checks.
 """
-import dataclasses
 import math
 
 import numpy as np
@@ -30,7 +29,7 @@ from . import layers
 from .ch01_single_head import SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
 from .ch04_concat_and_wo import MERGE_HEADS
-from .common import causal, normal, random_mask
+from .common import causal, normal, pasted_in, random_mask
 
 # --------------------------------------------------------------------------
 # Counting: parameters and FLOPs
@@ -674,15 +673,10 @@ QUESTIONS = (
         hint="Count both layers' parameters, then divide."),
 )
 
-def _pasted_in(function, *tracks):
-    """An earlier chapter's function, checked here only in the notebooks whose students paste it in."""
-    return dataclasses.replace(function, tracks=tracks)
-
-
 CHAPTER = Chapter(
     "ch05_cost_and_scale",
-    functions=(_pasted_in(SOFTMAX, "numpy", "cupy"), _pasted_in(SCALED_DOT_PRODUCT_ATTENTION, "numpy", "cupy"),
-               _pasted_in(SPLIT_HEADS, "numpy"), _pasted_in(MERGE_HEADS, "numpy"),
+    functions=(pasted_in(SOFTMAX, "numpy", "cupy"), pasted_in(SCALED_DOT_PRODUCT_ATTENTION, "numpy", "cupy"),
+               pasted_in(SPLIT_HEADS, "numpy"), pasted_in(MERGE_HEADS, "numpy"),
                MHA_PARAM_COUNT, MHA_FLOPS, ONLINE, TILED, GQA),
     questions=QUESTIONS,
     custom=(Custom("online_memory", "online_softmax_attention never builds a (T_q, T_k) array: the memory one call "

@@ -24,20 +24,19 @@ The course's trained model (``mha_checks/data/ch06_what_heads_learn_model.npz``)
 is produced by the PyTorch solution notebook: :data:`MODEL_FILE_BUILDER` is what
 ``python -m autograder references ch06_what_heads_learn`` runs first.
 """
-import dataclasses
 import math
 
 import numpy as np
 
 from .. import toy_task
-from ..engine import (Chapter, Custom, Function, Generated, Mistake, Question, describe_exception, fail, is_close, is_near,
+from ..engine import (Chapter, Custom, Function, Generated, Mistake, Question, describe_exception, fail, is_near,
                       judge_exception, outputs_of, plain_result, worst_mismatch)
 from ..cases import grouped_args
 from . import layers
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
 from .ch04_concat_and_wo import MERGE_HEADS, MULTI_HEAD_ATTENTION, _collect_module, _judge_module
-from .common import causal, normal
+from .common import causal, normal, pasted_in
 
 # --------------------------------------------------------------------------
 # Case inputs: causal attention maps, token sequences, small models
@@ -678,17 +677,12 @@ def course_model_file(sol) -> dict:
     return {k: v.detach().float().numpy().copy() if hasattr(v, "detach") else np.asarray(v) for k, v in arrays.items()}
 
 
-def _pasted_in(function, *tracks):
-    """An earlier chapter's function, checked here only in the notebooks whose students paste it in."""
-    return dataclasses.replace(function, tracks=tracks)
-
-
 CHAPTER = Chapter(
     "ch06_what_heads_learn",
     generated=(Generated(toy_task.MODEL_FILE, "3_pytorch", course_model_file),),
-    functions=(_pasted_in(SOFTMAX, "numpy", "cupy"), _pasted_in(CAUSAL_MASK, "numpy", "cupy"),
-               _pasted_in(SCALED_DOT_PRODUCT_ATTENTION, "numpy", "cupy"), _pasted_in(SPLIT_HEADS, "numpy", "cupy"),
-               _pasted_in(MERGE_HEADS, "numpy", "cupy"), _pasted_in(MULTI_HEAD_ATTENTION, "numpy", "cupy", "torch"),
+    functions=(pasted_in(SOFTMAX, "numpy", "cupy"), pasted_in(CAUSAL_MASK, "numpy", "cupy"),
+               pasted_in(SCALED_DOT_PRODUCT_ATTENTION, "numpy", "cupy"), pasted_in(SPLIT_HEADS, "numpy", "cupy"),
+               pasted_in(MERGE_HEADS, "numpy", "cupy"), pasted_in(MULTI_HEAD_ATTENTION, "numpy", "cupy", "torch"),
                PREVIOUS_TOKEN_SCORE, INDUCTION_SCORE, KNOCK_OUT, ATTENTION_ONLY_FORWARD, OFFSET_SCORE),
     questions=QUESTIONS,
     custom=(

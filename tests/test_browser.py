@@ -483,51 +483,45 @@ def test_feedback_page_reads_well_on_a_phone(browser, report_line):
     report_line(f"feedback page at {PHONE} px: {layout['docWidth']} px wide, no sideways scroll")
 
 
-def test_chapter_6_head_viewers_answer_the_pointer(browser, server):
-    """On the built chapter 6 page both head viewers start, and in each, choosing a layer and a head
-    and hovering a query makes the readout name the strongest key: the largest of the weights the
-    keys carry. In the toy model's layer 1 (induction heads) that key is right after an earlier copy
-    of the query's token; in MiniLM, the second "harry" finds the first in the head the page names."""
-    name = "book/ch06_what_heads_learn"
-    page = browser.context.new_page()
-    errors = []
-    page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    browser.where = f"{name} (head viewers)"
-    page.goto(server + name + ".html", wait_until="load")
-    viewers = page.locator("div.mha-head-viewer")
-    assert viewers.count() == 2, "the page should hold two head viewers (the toy model, MiniLM)"
-    page.wait_for_function("document.querySelectorAll('div.mha-head-viewer[data-mha-ready=\"1\"]').length === 2")
-
-    def hover(viewer, layer, head, query):
-        viewer.locator("select.mha-hv-layer").select_option(str(layer))
-        viewer.locator(f'button.mha-hv-head[data-head="{head}"]').click()
-        target = viewer.locator(f'.mha-hv-query[data-t="{query}"]')
-        target.scroll_into_view_if_needed()
-        target.hover()
-        assert viewer.get_attribute("data-layer") == str(layer) and viewer.get_attribute("data-head") == str(head)
-        weights = [float(w) for w in viewer.locator(".mha-hv-key").evaluate_all(
-            "nodes => nodes.map(n => n.dataset.weight)")]
-        best = max(range(len(weights)), key=lambda j: (weights[j], -j))     # the first of any tie
-        marked = viewer.locator('.mha-hv-key[data-strongest="true"]').evaluate_all(
-            "nodes => nodes.map(n => Number(n.dataset.t))")
-        readout = viewer.locator("p.mha-hv-readout").text_content()
-        assert marked == [best], (marked, best, weights)
-        assert f"strongest key t={best} " in readout and readout.endswith(f"({weights[best]:.2f})"), readout
-        tokens = viewer.locator(".mha-hv-query .mha-hv-text").all_text_contents()
-        return tokens, best, readout
-
-    toy, minilm = viewers.nth(0), viewers.nth(1)
-    for head in range(4):
-        tokens, best, readout = hover(toy, 1, head, 20)
-        assert tokens[best - 1] == tokens[20], f"L1 H{head}: {readout}"   # key right after an earlier copy
-    tokens, _, _ = hover(minilm, 0, 0, 1)
-    first, second = [t for t, token in enumerate(tokens) if token == "harry"][:2]
-    named = re.search(r"In layer (\d+), head (\d+), the second", page.inner_text("main"))
-    assert named, "the page names no head for the second 'harry'"
-    _, best, readout = hover(minilm, int(named.group(1)), int(named.group(2)), second)
-    assert best == first, readout
-    page.close()
-    assert not errors, "\n".join(errors)
-    foreign = [url for where, url in browser.foreign if where == f"{name} (head viewers)"]
-    assert not foreign, f"requests to other hosts: {foreign}"
+def test_head_viewers_answer_the_pointer(browser, server, site_dir, report_line):
+    """Every chapter page that holds head viewers: each viewer starts, and choosing its last layer
+    and each head, then hovering a query, makes the readout name the strongest key, the largest of
+    the weights the keys carry (what the chapter's tests say those keys mean is theirs to check)."""
+    with_viewers = [page for page in chapter_pages()
+                    if "mha-head-viewer" in (Path(site_dir) / f"{page}.html").read_text(encoding="utf-8")]
+    assert with_viewers, "no chapter page holds a head viewer"
+    for name in with_viewers:
+        page = browser.context.new_page()
+        errors = []
+        page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        browser.where = f"{name} (head viewers)"
+        page.goto(server + name + ".html", wait_until="load")
+        viewers = page.locator("div.mha-head-viewer")
+        count = viewers.count()
+        page.wait_for_function(f"document.querySelectorAll('div.mha-head-viewer[data-mha-ready=\"1\"]').length === {count}")
+        for v in range(count):
+            viewer = viewers.nth(v)
+            layers = viewer.locator("select.mha-hv-layer option").count()
+            heads = viewer.locator("button.mha-hv-head").count()
+            queries = viewer.locator(".mha-hv-query").count()
+            viewer.locator("select.mha-hv-layer").select_option(str(layers - 1))
+            for head in range(heads):
+                viewer.locator(f'button.mha-hv-head[data-head="{head}"]').click()
+                target = viewer.locator(f'.mha-hv-query[data-t="{queries // 2}"]')
+                target.scroll_into_view_if_needed()
+                target.hover()
+                assert viewer.get_attribute("data-head") == str(head), (name, v, head)
+                weights = [float(w) for w in viewer.locator(".mha-hv-key").evaluate_all(
+                    "nodes => nodes.map(n => n.dataset.weight)")]
+                best = max(range(len(weights)), key=lambda j: (weights[j], -j))     # the first of any tie
+                marked = viewer.locator('.mha-hv-key[data-strongest="true"]').evaluate_all(
+                    "nodes => nodes.map(n => Number(n.dataset.t))")
+                readout = viewer.locator("p.mha-hv-readout").text_content()
+                assert marked == [best], (name, v, head, marked, best)
+                assert f"strongest key t={best} " in readout and readout.endswith(f"({weights[best]:.2f})"), readout
+        page.close()
+        assert not errors, "\n".join(errors)
+        foreign = [url for where, url in browser.foreign if where == f"{name} (head viewers)"]
+        assert not foreign, f"requests to other hosts: {foreign}"
+        report_line(f"{name}: {count} head viewers answer the pointer")

@@ -125,10 +125,12 @@ def test_student_package_ships_visible_cases_only_and_needs_only_numpy(student_w
     with zipfile.ZipFile(student_wheel) as z:
         names = set(z.namelist())
         metadata = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
-        cases = {n: z.read(n) for n in names if n.endswith(".npz")}
+        cases = {n: z.read(n) for n in names if n.startswith("mha_checks/references/") and n.endswith(".npz")}
     for assignment in ASSIGNMENTS:
         assert f"mha_checks/references/{assignment}.npz" in names
         assert f"mha_checks/chapters/{assignment}.py" in names
+        for generated in chapter(assignment).generated:   # data the notebooks read (a trained model)
+            assert Path(generated.path).relative_to(REPO_ROOT).as_posix() in names, generated.path
     assert {"mha_checks/engine.py", "mha_checks/registry.py", "mha_checks/transport.py"} <= names
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     assert requires == ["Requires-Dist: numpy>=1.22"], requires

@@ -145,8 +145,8 @@ def knock_out_hidden(rng):
     ]
 
 
-def small_model(rng, vocab, seq_len, d_model, n_heads, n_layers, dtype):
-    d_k = d_model // n_heads
+def small_model(rng, vocab, seq_len, d_model, n_heads, n_layers, dtype, d_k=None):
+    d_k = d_model // n_heads if d_k is None else d_k   # another d_k: a pruned layer's H*d_k != d_model
     return dict(
         embed=normal(rng, (vocab, d_model), dtype),
         position=normal(rng, (seq_len, d_model), dtype),
@@ -172,6 +172,7 @@ def forward_hidden(rng):
     return [
         dict(tokens=random_tokens(rng, 3, 6, 7), model=small_model(rng, 7, 10, 20, 5, 3, np.float32), n_heads=5),
         dict(tokens=random_tokens(rng, 4, 8, 13), model=small_model(rng, 13, 8, 12, 2, 1, np.float64), n_heads=2),
+        dict(tokens=random_tokens(rng, 2, 7, 9), model=small_model(rng, 9, 7, 18, 3, 2, np.float32, d_k=4), n_heads=3),
         _course_model_case(100, 4),
     ]
 

@@ -58,6 +58,7 @@ TORCH_FUNCTIONS = ("AttentionOnlyTransformer", "train")
 SOLUTION_NAMES = {"1_numpy": NUMPY_FUNCTIONS, "3_pytorch": TORCH_FUNCTIONS}
 
 from mha_checks import toy_task  # noqa: E402 - the course's package, next to this folder
+from mha_checks.chapters.ch06_what_heads_learn import course_layout  # noqa: E402
 
 SEEDS = (toy_task.COURSE_SEED, 1, 2)                  # the first is the course's model
 STEPS = toy_task.TRAINING["steps"]
@@ -171,17 +172,6 @@ def torch_run(model, tokens):
     with torch.no_grad():
         logits, maps = model(torch.from_numpy(tokens))
     return logits.numpy(), maps.numpy()
-
-
-def course_layout(model) -> dict:
-    """A trained ``AttentionOnlyTransformer`` in the course's layout (``toy_task.load_model()``'s): its
-    layers' parameters as they are (the course's ``MultiHeadAttention`` stores ``(d_in, d_out)``), the
-    readout's ``nn.Linear`` weight transposed. The seed-0 model's equality with the model file checks it."""
-    def array(tensor):
-        return tensor.detach().float().numpy().copy()
-    return {"embed": array(model.embed.weight), "position": array(model.position.weight),
-            "layers": [{name: array(p) for name, p in layer.named_parameters()} for layer in model.layers],
-            "unembed": array(model.unembed.weight.T), "b_unembed": array(model.unembed.bias)}
 
 
 def largest_difference(a: dict, b: dict) -> float:

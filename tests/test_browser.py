@@ -139,8 +139,9 @@ class Browser:
             route.abort("internetdisconnected")
 
 
-@pytest.fixture(scope="module")
-def browser(server, tmp_path_factory):
+def chromium_context(tmp_path_factory, width: int, timeout_ms: int):
+    """Debian's Chromium in a fresh profile, as a Playwright browser context (a generator for a
+    fixture to yield from); skips, with the reason, where no browser can be launched."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install -r requirements.txt)")
     if not os.access(CHROMIUM, os.X_OK):
@@ -150,14 +151,20 @@ def browser(server, tmp_path_factory):
         try:
             context = playwright.chromium.launch_persistent_context(
                 str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": WIDE, "height": 900}, service_workers="block")
+                viewport={"width": width, "height": 900}, service_workers="block")
         except Exception as error:  # noqa: BLE001 - any launch failure means no browser here
             pytest.skip(f"Chromium at {CHROMIUM} could not be launched: {error}")
-        context.set_default_timeout(20_000)
+        context.set_default_timeout(timeout_ms)
         try:
-            yield Browser(context, server)
+            yield context
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    for context in chromium_context(tmp_path_factory, WIDE, 20_000):
+        yield Browser(context, server)
 
 
 # --------------------------------------------------------------------------- one visit per page

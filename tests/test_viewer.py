@@ -12,7 +12,6 @@ no browser can be launched.
 import functools
 import http.server
 import json
-import os
 import re
 import subprocess
 import sys
@@ -233,24 +232,9 @@ def page_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):
     """Debian's Chromium, launched as tests/test_browser.py launches it."""
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install -r requirements.txt)")
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (the README's test command does)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            context = playwright.chromium.launch_persistent_context(
-                str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1000, "height": 900}, service_workers="block")
-        except Exception as error:  # noqa: BLE001 - any launch failure means no browser here
-            pytest.skip(f"Chromium at {CHROMIUM} could not be launched: {error}")
-        context.set_default_timeout(10_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    pytest.importorskip("yaml")   # test_browser needs it at import; the unit tests above do not
+    from test_browser import chromium_context
+    yield from chromium_context(tmp_path_factory, 1000, 10_000)
 
 
 class Visit:

@@ -651,6 +651,17 @@ QUESTIONS = (
 RECORDED = 64   # held-out sequences whose logits and maps the model file keeps (about 1 MB)
 
 
+def course_layout(model) -> dict:
+    """A trained ``AttentionOnlyTransformer`` in the course's layout (``toy_task.load_model()``'s): its
+    layers' parameters as they are (the course's ``MultiHeadAttention`` stores ``(d_in, d_out)``), the
+    readout's ``nn.Linear`` weight transposed; NumPy float32 copies."""
+    def array(tensor):
+        return tensor.detach().float().numpy().copy()
+    return {"embed": array(model.embed.weight), "position": array(model.position.weight),
+            "layers": [{name: array(p) for name, p in layer.named_parameters()} for layer in model.layers],
+            "unembed": array(model.unembed.weight.T), "b_unembed": array(model.unembed.bias)}
+
+
 def course_model_file(sol) -> dict:
     """The model file's arrays: the PyTorch solution's model class trained by its own loop with the
     course's seed on one thread, its weights in the course's layout, and its logits and maps on the
@@ -665,11 +676,8 @@ def course_model_file(sol) -> dict:
             losses = sol["train"](model, toy_task.TRAINING["steps"], seed=toy_task.COURSE_SEED)
     finally:
         torch.set_num_threads(threads)
-    arrays = {"model/embed": model.embed.weight, "model/position": model.position.weight,
-              "model/unembed": model.unembed.weight.T, "model/b_unembed": model.unembed.bias,
-              "n_heads": np.int64(model.layers[0].n_heads)}
-    for l, layer in enumerate(model.layers):
-        arrays.update({f"model/layers.{l}.{name}": p for name, p in layer.named_parameters()})
+    arrays = {f"model/{k}": v for k, v in toy_task.flat_model(course_layout(model)).items()}
+    arrays["n_heads"] = np.int64(model.layers[0].n_heads)
     tokens, periods = (a[:RECORDED] for a in toy_task.held_out())
     with torch.no_grad():
         logits, weights = model(torch.from_numpy(tokens))

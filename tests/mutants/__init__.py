@@ -27,3 +27,11 @@ def of_chapter(assignment: str, *names: str) -> list:
     students paste those blocks in again: the same mistake, written once."""
     by_name = {m.name: m for m in importlib.import_module(f"{__name__}.{assignment}").MUTANTS}
     return [by_name[name] for name in names]
+
+
+def filled(template: str, right: dict, **changes) -> str:
+    """``template`` with each placeholder of ``right`` replaced by its right code, or by the wrong
+    code a mutant gives in ``changes``: one solution written once, one line changed per mutant."""
+    for key, value in {**right, **changes}.items():
+        template = template.replace(key, value)
+    return template

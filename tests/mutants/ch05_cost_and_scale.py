@@ -5,7 +5,7 @@ check that (1) the visible check named by the mutant fails with a message naming
 mistake, and (2) grading a notebook carrying the mutant loses points.
 """
 from mha_checks import registry
-from mutants import Mutant, of_chapter
+from mutants import Mutant, filled, of_chapter
 
 FIRST_CHAPTER = registry.assignments()[0]  # whose softmax and attention the NumPy notebook pastes in
 FOURTH_CHAPTER = registry.assignments()[3]  # whose split_heads and merge_heads it pastes in
@@ -41,10 +41,7 @@ RIGHT = dict(BLOCK_STARTS="range(0, T_k, block_size)", SHIFT="np.where(np.isnegi
 
 
 def online(**changes) -> str:
-    source = ONLINE
-    for key, value in {**RIGHT, **changes}.items():
-        source = source.replace(key, value)
-    return source
+    return filled(ONLINE, RIGHT, **changes)
 
 
 MUTANTS = [

@@ -5,7 +5,7 @@ check that (1) the visible check named by the mutant fails with a message naming
 mistake, and (2) grading a notebook carrying the mutant loses points.
 """
 from mha_checks import registry
-from mutants import Mutant, of_chapter
+from mutants import Mutant, filled, of_chapter
 
 FIRST_CHAPTER = registry.assignments()[0]   # causal_mask, pasted into the NumPy notebook
 FOURTH_CHAPTER = registry.assignments()[3]  # multi_head_attention, pasted in too
@@ -26,10 +26,31 @@ RIGHT = dict(EMBED='model["embed"][tokens] + model["position"][:T]', MASK="causa
 
 
 def forward(**changes) -> str:
-    source = FORWARD
-    for key, value in {**RIGHT, **changes}.items():
-        source = source.replace(key, value)
-    return source
+    return filled(FORWARD, RIGHT, **changes)
+
+
+# The PyTorch solution's loop: {PERIOD} and {LOSS} change per mutant.
+TRAIN = '''
+def train(model, steps, batch_size=64, lr=5e-3, seed=0, period=None):
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        tokens = torch.from_numpy(toy_task.repeated_patterns(rng, batch_size, period=PERIOD)[0])
+        logits, _ = model(tokens)
+        loss = LOSS
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+'''
+RIGHT_TRAIN = dict(PERIOD="period",
+                   LOSS="F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))")
+
+
+def train(**changes) -> str:
+    return filled(TRAIN, RIGHT_TRAIN, **changes)
 
 
 MUTANTS = [
@@ -200,36 +221,11 @@ class AttentionOnlyTransformer(nn.Module):
             maps.append(weights)
         return self.unembed(self.norm(x)), torch.stack(maps, dim=1)
 """),
-    Mutant("train_on_one_period", "3_pytorch", "train", "training", "a fixed period teaches a positional shortcut", """
-def train(model, steps, batch_size=64, lr=5e-3, seed=0, period=None):
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        tokens = torch.from_numpy(toy_task.repeated_patterns(rng, batch_size, period=period or 8)[0])
-        logits, _ = model(tokens)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-"""),
-    Mutant("train_predicts_the_current_token", "3_pytorch", "train", "training", "each position predicts the next token", """
-def train(model, steps, batch_size=64, lr=5e-3, seed=0, period=None):
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        tokens = torch.from_numpy(toy_task.repeated_patterns(rng, batch_size, period=period)[0])
-        logits, _ = model(tokens)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-"""),
+    Mutant("train_on_one_period", "3_pytorch", "train", "training", "a fixed period teaches a positional shortcut",
+           train(PERIOD="period or 8")),
+    Mutant("train_predicts_the_current_token", "3_pytorch", "train", "training",
+           "each position predicts the next token",
+           train(LOSS="F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))")),
     Mutant("batch_maps_mib_float64", "2_cupy", "batch_maps_mib", "batch_maps_mib", "That is for float64", """
 batch_maps_mib = 4096 * 2 * 4 * 32 * 32 * 8 / 2**20
 """),

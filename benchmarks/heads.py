@@ -35,7 +35,6 @@ number is reproducible on the same versions of torch and NumPy.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -48,7 +47,8 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.mha import REPO, MissingSolution, _cpu_name
+from benchmarks.mha import REPO, _cpu_name
+from benchmarks.solutions import MissingSolution, solution_definitions
 
 CHAPTER = "ch06_what_heads_learn"
 # notebook -> the names the benchmark takes from it
@@ -83,43 +83,6 @@ PAGE_CELLS = {"heads-training-table": "training", "heads-scores-table": "scores"
 
 
 # --------------------------------------------------------------------------- the course's functions
-
-
-def _defines_only(source: str) -> bool:
-    """True for a cell whose top-level statements are definitions (and imports, docstrings)."""
-    body = ast.parse(source).body
-    allowed = (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
-    return bool(body) and all(isinstance(node, allowed) or (isinstance(node, ast.Expr) and isinstance(
-        node.value, ast.Constant)) for node in body)
-
-
-def solution_definitions(path: Path, names) -> dict:
-    """``{name: object}`` from a solution notebook: its imports cell and the solution cells that only define.
-
-    ``benchmarks.mha.course_forms`` runs every locked cell of a notebook; chapter 6's run
-    experiments there (trainings, MiniLM on 24 sentences) that this benchmark repeats with
-    its own settings, so it executes only the definitions, in
-    notebook order, with the same cell selection as the grader (setup and tests excluded).
-    """
-    import nbformat
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from autograder.notebooks import IMPORTS_CELL, nbgrader_meta, student_code_cells
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingSolution(f"{path} does not exist: the benchmark runs its {', '.join(names)}. "
-                              "Write that solution notebook first.")
-    namespace = {"__name__": f"solution:{path.stem}"}
-    for cell in student_code_cells(nbformat.read(str(path), as_version=4)):
-        meta = nbgrader_meta(cell)
-        if meta.get("grade_id") == IMPORTS_CELL or (meta.get("solution") and _defines_only(cell.source)):
-            exec(compile(cell.source, f"{path}#{cell.get('id')}", "exec"), namespace)
-    missing = [name for name in names if not callable(namespace.get(name))]
-    if missing:
-        raise MissingSolution(f"{path} defines no {', '.join(missing)}: the benchmark runs them")
-    return {name: namespace[name] for name in names}
 
 
 def course_functions(solutions_dir: Optional[Path] = None) -> dict:

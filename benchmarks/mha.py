@@ -42,7 +42,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.solutions import REPO, MissingSolution, solution_definitions  # noqa: F401 - re-exported
 
 # name in the table -> (assignment, notebook, function) of the solution notebook that defines it
 COURSE_FORMS = {
@@ -50,10 +50,6 @@ COURSE_FORMS = {
     "batched (ch04 solution)": ("ch04_concat_and_wo", "1_numpy", "multi_head_attention"),
 }
 BASELINE = "torch SDPA"
-
-
-class MissingSolution(RuntimeError):
-    """A solution notebook the benchmark times is not there (yet)."""
 
 
 # --------------------------------------------------------------------------- the fastest NumPy form
@@ -200,28 +196,39 @@ class Form:
         return self.to_numpy(self.run())
 
 
-def course_forms(solutions_dir: Optional[Path] = None, table: Optional[dict] = None) -> dict:
+def course_forms(solutions_dir: Optional[Path] = None, table: Optional[dict] = None,
+                 definitions_only: bool = True) -> dict:
     """The course's own functions, read from the solution notebooks; a clear error when one is missing.
 
     ``table`` maps a label to ``(assignment, notebook, function)`` (default :data:`COURSE_FORMS`);
-    each notebook runs once, however many of its functions the table names."""
+    each notebook is read once, however many of its functions the table names. By default only
+    its definitions run (:func:`benchmarks.solutions.solution_definitions`: no experiment, no
+    MiniLM install); ``definitions_only=False`` runs every locked and solution cell, for
+    functions that need a notebook-level object (a compiled CuPy kernel, say)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from autograder.notebooks import solution_namespace
     from autograder.paths import SOLUTIONS_DIR
     solutions_dir = Path(solutions_dir or SOLUTIONS_DIR)
-    functions, namespaces = {}, {}
-    for label, (assignment, notebook, name) in (COURSE_FORMS if table is None else table).items():
+    table = COURSE_FORMS if table is None else table
+    wanted = {}
+    for label, (assignment, notebook, name) in table.items():
         path = solutions_dir / assignment / f"{notebook}.ipynb"
         if not path.exists():
             raise MissingSolution(f"{path} does not exist: the benchmark times its {name}(). "
                                   f"Write that solution notebook first (or pass course=... to build_forms).")
-        if path not in namespaces:
+        wanted.setdefault(path, []).append(name)
+    namespaces = {}
+    for path, names in wanted.items():
+        if definitions_only:
+            namespaces[path] = solution_definitions(path, names)
+        else:
             namespaces[path] = solution_namespace(path)
-        if not callable(namespaces[path].get(name)):
-            raise MissingSolution(f"{path} defines no {name}(): the benchmark times it")
-        functions[label] = namespaces[path][name]
-    return functions
+            missing = [n for n in names if not callable(namespaces[path].get(n))]
+            if missing:
+                raise MissingSolution(f"{path} defines no {', '.join(missing)}(): the benchmark times it")
+    return {label: namespaces[solutions_dir / assignment / f"{notebook}.ipynb"][name]
+            for label, (assignment, notebook, name) in table.items()}
 
 
 def torch_weights(params: dict, device="cpu"):

@@ -78,7 +78,7 @@ MIB = 2 ** 20
 def course_functions(solutions_dir: Optional[Path] = None, functions: Optional[dict] = None) -> dict:
     """The course's functions named in ``functions`` (default :data:`COURSE_FUNCTIONS`), read from the
     solution notebooks by ``benchmarks.mha``'s loader; ``MissingSolution`` names a missing notebook or function."""
-    return mha.course_forms(solutions_dir, dict(functions or COURSE_FUNCTIONS))
+    return mha.course_forms(solutions_dir, dict(functions or COURSE_FUNCTIONS), definitions_only=False)
 
 
 # --------------------------------------------------------------------------- inputs, forms, agreement

@@ -315,19 +315,28 @@ def feed_forward_params(weights: dict, layer: int) -> dict:
     }
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+def _erf(x64) -> np.ndarray:
+    """erf in float64, vectorised: Numerical Recipes' Chebyshev fit of erfc (``erfcc``), whose
+    absolute error stays under 1e-7 on the whole real line. Through GELU that is under 1e-8, far
+    below the model's float32 rounding, and it runs on whole arrays (``math.erf`` one number at a
+    time made a 96-sentence forward pass take seconds)."""
+    z = np.abs(x64)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = (-1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+    erfc = t * np.exp(-z * z + poly)
+    return np.where(x64 >= 0, 1.0 - erfc, erfc - 1.0)
 
 
 def gelu(x) -> np.ndarray:
     """BERT's GELU, the exact one: ``x * (1 + erf(x / sqrt(2))) / 2`` (not the tanh approximation).
 
-    NumPy has no ``erf``; ``math.erf`` element by element is exact and, at the
-    sizes of this course (a few thousand rows of 1536), fast enough. Computed in
-    float64, returned in ``x``'s dtype.
+    NumPy has no ``erf``; :func:`_erf` is a vectorised one, within 1e-8 of the exact GELU.
+    Computed in float64, returned in ``x``'s dtype.
     """
     x = np.asarray(x)
     x64 = x.astype(np.float64)
-    return (0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)).astype(np.float64))).astype(x.dtype)
+    return (0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
 
 
 def finish_layer(weights: dict, layer: int, x, attention_out) -> np.ndarray:
@@ -373,37 +382,71 @@ def as_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def _call_attention(attention, x, params, mask):
+def _call_attention(attention, x, params, n_heads, mask):
     """Run the caller's attention on one layer and check what comes back."""
-    result = attention(x, params, N_HEADS, mask)
+    result = attention(x, params, n_heads, mask)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(f"your attention returned {type(result).__name__}; expected the pair "
                         "(out (B, T, d_model), weights (B, H, T, T))")
     out, weights = (as_numpy(a) for a in result)
     B, T, d_model = x.shape
-    if weights.shape != (B, N_HEADS, T, T):
+    if weights.shape != (B, n_heads, T, T):
         raise ValueError(f"your attention returned weights of shape {tuple(weights.shape)}, "
-                         f"expected (B, H, T, T) = {(B, N_HEADS, T, T)}")
+                         f"expected (B, H, T, T) = {(B, n_heads, T, T)}")
     if out.shape != x.shape:
         raise ValueError(f"your attention returned out of shape {tuple(out.shape)}, "
                          f"expected (B, T, d_model) = {tuple(x.shape)}")
     return out.astype(np.float32, copy=False), weights.astype(np.float32, copy=False)
 
 
-def _run_model(attention, input_ids, attention_mask, layer_params) -> tuple:
-    """The model's forward pass on one batch: (final hidden (B, T, 384), weights (L, B, H, T, T))."""
+def attention_layers() -> list:
+    """MiniLM's six self-attention layers as ``(params, n_heads)`` pairs: :func:`attention_params`
+    of each layer (float32, the course's layout) and its 12 heads. Prune a layer with your
+    ``prune_heads(params, n_heads, heads)`` and pass the list as ``layers=`` to :func:`encode` or
+    :func:`sentence_embeddings`."""
+    weights = _load_weights()
+    return [(attention_params(weights, layer), N_HEADS) for layer in range(config()["num_hidden_layers"])]
+
+
+def _per_layer(attention, layers) -> tuple:
+    """``(attention functions, (params, n_heads) pairs)``, one of each per layer."""
+    layers = attention_layers() if layers is None else list(layers)
+    n_layers = config()["num_hidden_layers"]
+    if len(layers) != n_layers:
+        raise ValueError(f"layers has {len(layers)} entries; MiniLM has {n_layers} layers: give one "
+                         "(params, n_heads) pair per layer")
+    functions = list(attention) if isinstance(attention, (list, tuple)) else [attention] * n_layers
+    if len(functions) != n_layers:
+        raise ValueError(f"{len(functions)} attention functions for {n_layers} layers: give one per layer "
+                         "(or a single function for all)")
+    for layer, (params, n_heads) in enumerate(layers):
+        width = params["w_q"].shape[1]
+        if n_heads < 1 or width % n_heads:
+            raise ValueError(f"layer {layer}: w_q has {width} columns, which {n_heads} heads cannot share: "
+                             "a layer keeps H*d_k columns for its H heads")
+    return functions, layers
+
+
+def _run_model(attention, input_ids, attention_mask, layers) -> tuple:
+    """The model's forward pass on one batch: (final hidden (B, T, 384), weights: one (B, H_l, T, T)
+    per layer). ``attention`` is a list of one function per layer, ``layers`` of (params, n_heads)."""
     weights = _load_weights()
     mask = key_padding_mask(attention_mask)
     hidden = embed(weights, input_ids)
     maps = []
-    for layer, params in enumerate(layer_params):
-        out, probs = _call_attention(attention, hidden, dict(params), mask)  # a fresh dict per call
+    for layer, (function, (params, n_heads)) in enumerate(zip(attention, layers)):
+        out, probs = _call_attention(function, hidden, dict(params), n_heads, mask)  # a fresh dict per call
         maps.append(probs)
         hidden = finish_layer(weights, layer, hidden, out)
-    return hidden, np.stack(maps)
+    return hidden, maps
 
 
-def encode(attention, sentences=HEAD_SENTENCES, one_at_a_time: bool = True) -> dict:
+def _stacked(maps):
+    """One array (L, ...) when every layer has as many heads, else the list as it is."""
+    return np.stack(maps) if len({m.shape for m in maps}) == 1 else maps
+
+
+def encode(attention, sentences=HEAD_SENTENCES, one_at_a_time: bool = True, layers=None) -> dict:
     """Run all of MiniLM on ``sentences`` with *your* multi-head attention, keeping every head's map.
 
     ``attention(x, params, n_heads, mask)`` is the multi-head layer of the
@@ -441,6 +484,12 @@ def encode(attention, sentences=HEAD_SENTENCES, one_at_a_time: bool = True) -> d
     - ``hidden``: per sentence, the final hidden states ``(T_i, 384)`` float32 (the model's
       ``last_hidden_state``, before sentence-transformers' mean pooling).
 
+    For head masks and pruned models (chapters 7 and 8), ``attention`` may be a list of
+    one function per layer (a head mask per layer, through closures), and ``layers`` a
+    list of one ``(params, n_heads)`` pair per layer replacing :func:`attention_layers`
+    (pruned layers keep fewer heads; a layer's maps are then ``(H_l, T_i, T_i)`` and
+    ``weights[i]`` is a list of them when the layers' head counts differ).
+
     Raises a ``ValueError`` naming the shapes when ``attention`` returns
     weights (or an output) of the wrong shape.
     """
@@ -449,23 +498,22 @@ def encode(attention, sentences=HEAD_SENTENCES, one_at_a_time: bool = True) -> d
     sentences = list(sentences)
     if not sentences:
         raise ValueError("no sentences to encode")
-    weights = _load_weights()
-    layer_params = [attention_params(weights, layer) for layer in range(config()["num_hidden_layers"])]
+    functions, layers = _per_layer(attention, layers)
     result = {"tokens": [tokens(s) for s in sentences], "weights": [], "hidden": []}
     if one_at_a_time:
         for sentence in sentences:
             input_ids, attention_mask = tokenize([sentence])
-            hidden, maps = _run_model(attention, input_ids, attention_mask, layer_params)
-            result["weights"].append(np.ascontiguousarray(maps[:, 0]))
+            hidden, maps = _run_model(functions, input_ids, attention_mask, layers)
+            result["weights"].append(_stacked([np.ascontiguousarray(m[0]) for m in maps]))
             result["hidden"].append(hidden[0])
     else:
         input_ids, attention_mask = tokenize(sentences)
-        hidden, maps = _run_model(attention, input_ids, attention_mask, layer_params)
+        hidden, maps = _run_model(functions, input_ids, attention_mask, layers)
         for i, n in enumerate(attention_mask.sum(axis=1).tolist()):
-            result["weights"].append(np.ascontiguousarray(maps[:, i, :, :n, :n]))
+            result["weights"].append(_stacked([np.ascontiguousarray(m[i, :, :n, :n]) for m in maps]))
             result["hidden"].append(np.ascontiguousarray(hidden[i, :n]))
     for toks, maps in zip(result["tokens"], result["weights"]):
-        assert maps.shape[-1] == len(toks), (maps.shape, toks)  # tokenize and tokens agree
+        assert maps[0].shape[-1] == len(toks), (maps[0].shape, toks)  # tokenize and tokens agree
     return result
 
 
@@ -486,3 +534,205 @@ def special_positions(tokens) -> list:
             raise ValueError(f"sentence {i} does not start with [CLS] and contain a [SEP]: {toks[:5]}...")
         positions.append((0, len(toks) - 1 - toks[::-1].index("[SEP]")))
     return positions
+
+
+# --------------------------------------------------------------------------- chapters 7 and 8: sentence embeddings
+
+PAIRS_FILE = Path(__file__).resolve().parent / "data" / "sentence_pairs.tsv"
+SPLITS = ("importance", "held_out")
+
+
+def sentence_embeddings(attention, sentences, layers=None, batch_size: int = 32) -> np.ndarray:
+    """all-MiniLM-L6-v2's sentence embeddings, ``(N, 384)`` float32, with *your* attention.
+
+    What sentence-transformers computes for this model: the last hidden states
+    (:func:`encode`'s ``hidden``) averaged over each sentence's real tokens (``[CLS]``
+    and ``[SEP]`` included, padding excluded), then divided by their l2 norm, so the
+    cosine similarity of two sentences is the dot product of their rows. ``attention``
+    and ``layers`` are as in :func:`encode` (one function, or one per layer; MiniLM's
+    own layers, or pruned ones). Sentences run in padded batches of ``batch_size``,
+    sorted by length so that little of each batch is padding.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError("no sentences to embed")
+    functions, layers = _per_layer(attention, layers)
+    order = sorted(range(len(sentences)), key=lambda i: len(tokens(sentences[i])))
+    out = np.empty((len(sentences), config()["hidden_size"]), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        input_ids, attention_mask = tokenize([sentences[i] for i in chunk])
+        hidden, _ = _run_model(functions, input_ids, attention_mask, layers)
+        real = attention_mask[..., None].astype(np.float64)
+        pooled = (hidden.astype(np.float64) * real).sum(axis=1) / real.sum(axis=1)
+        out[chunk] = (pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)).astype(np.float32)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _pairs() -> dict:
+    rows = [line.split("\t") for line in PAIRS_FILE.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    header, rows = rows[0], rows[1:]
+    if header != ["split", "first", "second"] or any(len(r) != 3 for r in rows):
+        raise ValueError(f"{PAIRS_FILE} is damaged: expected three tab-separated columns split, first, second; "
+                         "reinstall the course package")
+    return {split: tuple((r[1], r[2]) for r in rows if r[0] == split) for split in SPLITS}
+
+
+def sentence_pairs(split: str = "held_out") -> tuple:
+    """``(first, second)``: two lists of sentences, ``second[i]`` saying what ``first[i]`` says in
+    other words. Written for this course (see the header of ``data/sentence_pairs.tsv``): 48
+    pairs to compute head importance on (``split="importance"``) and 48 others, on other
+    topics' sentences, to measure a pruned model on (``"held_out"``)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    pairs = _pairs()[split]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def retrieval_accuracy(first, second) -> float:
+    """The fraction of rows i of ``first`` whose most similar row of ``second`` (cosine) is row i:
+    how often a search with sentence i finds its paraphrase among all the candidates.
+
+    Both are ``(N, d)`` embeddings (any array library :func:`as_numpy` reads); rows need not
+    be normalised."""
+    a, b = (as_numpy(e).astype(np.float64) for e in (first, second))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"embeddings of shapes {a.shape} and {b.shape}: expected two (N, d) arrays, row i "
+                         "of each from pair i")
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float(np.mean((a @ b.T).argmax(axis=1) == np.arange(len(a))))
+
+
+def agreement(embeddings, reference) -> float:
+    """The mean cosine similarity of matching rows: 1.0 when a changed model embeds every sentence
+    in the same direction as the reference model."""
+    a, b = (as_numpy(e).astype(np.float64) for e in (embeddings, reference))
+    if a.shape != b.shape:
+        raise ValueError(f"embeddings of shapes {a.shape} and {b.shape}: expected the same sentences")
+    cos = (a * b).sum(axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(cos.mean())
+
+
+def torch_encoder(attention_class, n_heads=None):
+    """MiniLM in PyTorch around *your* multi-head module, for autograd through head masks.
+
+    ``attention_class(d_model, n_heads, d_k=None, bias=True)`` is the course's
+    ``MultiHeadAttention`` (chapters 4, 6, 7), with parameters ``w_q, w_k, w_v`` ``(d_model,
+    H*d_k)``, ``w_o`` ``(H*d_k, d_model)`` and the biases, and ``forward(x, mask=None,
+    head_mask=None) -> (out, weights)``. With ``n_heads=None`` every layer gets 12 heads and
+    MiniLM's weights; with a list of 6 counts the layers get those many heads of width 32
+    and random weights, ready for ``load_state_dict`` of a pruned model saved earlier.
+    Everything around attention (embeddings, LayerNorms, feed-forward, mean pooling) is
+    this package's, in float32, in evaluation mode. See :class:`MiniLMEncoder`'s methods.
+    """
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    cfg = config()
+    d_model, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    d_k = d_model // N_HEADS
+    counts = [N_HEADS] * n_layers if n_heads is None else [int(h) for h in n_heads]
+    if len(counts) != n_layers:
+        raise ValueError(f"n_heads has {len(counts)} entries; MiniLM has {n_layers} layers")
+    eps = cfg["layer_norm_eps"]
+
+    class Layer(nn.Module):
+        def __init__(self, heads):
+            super().__init__()
+            self.attention = attention_class(d_model, heads, d_k=d_k)
+            self.norm_1 = nn.LayerNorm(d_model, eps=eps)
+            self.up = nn.Linear(d_model, cfg["intermediate_size"])
+            self.down = nn.Linear(cfg["intermediate_size"], d_model)
+            self.norm_2 = nn.LayerNorm(d_model, eps=eps)
+
+        def forward(self, x, mask, head_mask=None):
+            out, weights = self.attention(x, mask, head_mask)
+            h = self.norm_1(x + out)
+            return self.norm_2(h + self.down(F.gelu(self.up(h)))), weights
+
+    class MiniLMEncoder(nn.Module):
+        """``forward(input_ids, attention_mask, head_mask=None) -> (hidden, weights)`` and
+        ``embed(sentences, head_mask=None) -> (N, 384)``; ``layers[l].attention`` is your module."""
+
+        def __init__(self):
+            super().__init__()
+            self.word = nn.Embedding(cfg["vocab_size"], d_model)
+            self.position = nn.Embedding(cfg["max_position_embeddings"], d_model)
+            self.token_type = nn.Embedding(cfg["type_vocab_size"], d_model)
+            self.norm = nn.LayerNorm(d_model, eps=eps)
+            self.layers = nn.ModuleList(Layer(h) for h in counts)
+            self.eval()
+
+        @property
+        def n_heads(self) -> list:
+            return [int(layer.attention.n_heads) for layer in self.layers]
+
+        def forward(self, input_ids, attention_mask, head_mask=None):
+            """``head_mask``: None, ``(L, H)`` or ``(B, L, H)`` (per example); layer l gets
+            ``head_mask[..., l, :]``. Returns the last hidden states ``(B, T, 384)`` and every
+            layer's maps, stacked ``(B, L, H, T, T)`` when the layers have as many heads, else a list."""
+            input_ids = torch.as_tensor(input_ids)
+            real = torch.as_tensor(attention_mask, dtype=torch.bool)
+            T = input_ids.shape[1]
+            x = self.norm(self.word(input_ids) + self.position(torch.arange(T)) + self.token_type.weight[0])
+            mask = real[:, None, :]
+            maps = []
+            for l, layer in enumerate(self.layers):
+                x, weights = layer(x, mask, None if head_mask is None else head_mask[..., l, :])
+                maps.append(weights)
+            same = len({m.shape for m in maps}) == 1
+            return x, (torch.stack(maps, dim=1) if same else maps)
+
+        def embed(self, sentences, head_mask=None):
+            """Mean-pooled, l2-normalised sentence embeddings ``(N, 384)``, differentiable (also with
+            respect to a ``head_mask`` that requires grad). One padded batch."""
+            input_ids, attention_mask = tokenize(sentences)
+            hidden, _ = self(torch.from_numpy(input_ids), torch.from_numpy(attention_mask), head_mask)
+            real = torch.from_numpy(attention_mask)[..., None].to(hidden.dtype)
+            pooled = (hidden * real).sum(dim=1) / real.sum(dim=1)
+            return F.normalize(pooled, dim=-1)
+
+    encoder = MiniLMEncoder()
+    if n_heads is None:
+        _load_into(encoder, torch)
+    return encoder
+
+
+def _load_into(encoder, torch) -> None:
+    """MiniLM's weights into :func:`torch_encoder`'s modules (the attention in the course's layout)."""
+    w = _load_weights()
+
+    def put(parameter, array):
+        with torch.no_grad():
+            parameter.copy_(torch.from_numpy(np.array(array, dtype=np.float32)))  # a writable copy
+
+    put(encoder.word.weight, w["embeddings.word_embeddings.weight"])
+    put(encoder.position.weight, w["embeddings.position_embeddings.weight"])
+    put(encoder.token_type.weight, w["embeddings.token_type_embeddings.weight"])
+    put(encoder.norm.weight, w["embeddings.LayerNorm.weight"])
+    put(encoder.norm.bias, w["embeddings.LayerNorm.bias"])
+    for l, layer in enumerate(encoder.layers):
+        params = dict(layer.attention.named_parameters())
+        for name, array in attention_params(w, l).items():
+            if name not in params:
+                raise ValueError(f"your attention module has no parameter {name!r}; it needs w_q, w_k, w_v, w_o "
+                                 "and the biases b_q, b_k, b_v, b_o (bias=True)")
+            if tuple(params[name].shape) != array.shape:
+                raise ValueError(f"your attention module's {name} has shape {tuple(params[name].shape)}; MiniLM's "
+                                 f"is {array.shape} in the course's (d_in, d_out) layout")
+            put(params[name], array)
+        ff = feed_forward_params(w, l)
+        put(layer.norm_1.weight, ff["gamma_1"])
+        put(layer.norm_1.bias, ff["beta_1"])
+        put(layer.up.weight, ff["w_1"].T)
+        put(layer.up.bias, ff["b_1"])
+        put(layer.down.weight, ff["w_2"].T)
+        put(layer.down.bias, ff["b_2"])
+        put(layer.norm_2.weight, ff["gamma_2"])
+        put(layer.norm_2.bias, ff["beta_2"])

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("threadpoolctl")
 
-from benchmarks import mha  # noqa: E402
+from benchmarks import mha, solutions  # noqa: E402
 
 TINY = dict(batch=3, seq=7, d_model=12, n_heads=3)
 
@@ -68,6 +68,25 @@ def test_the_command_writes_a_table_and_json(course, tmp_path, monkeypatch, caps
 def test_a_missing_solution_is_named(tmp_path):
     with pytest.raises(mha.MissingSolution, match=r"/1_numpy\.ipynb does not exist"):
         mha.course_forms(tmp_path)
+
+
+def test_only_definitions_run_from_a_solution_notebook():
+    assert solutions._defines_only('import math\n\ndef f(x):\n    """doc"""\n    return x\n\nclass A:\n    pass\n')
+    assert not solutions._defines_only("model = train(AttentionOnlyTransformer(), 400)")
+    assert not solutions._defines_only("def f():\n    pass\nf()")
+    assert not solutions._defines_only("")
+
+
+def test_loading_the_forms_runs_no_experiment_and_installs_nothing(monkeypatch):
+    """A machine without the MiniLM wheel and without internet (a GPU machine) still loads the forms:
+    the notebooks' locked cells, which install and run MiniLM, do not run."""
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the loader ran a command: {args}")
+    monkeypatch.setattr(subprocess, "run", refuse)
+    forms = mha.course_forms()
+    assert set(forms) == set(mha.COURSE_FORMS) and all(callable(f) for f in forms.values())
 
 
 def test_pages_quote_the_committed_benchmark_run_verbatim():

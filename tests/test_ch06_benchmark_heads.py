@@ -167,13 +167,6 @@ def test_the_readme_documents_the_command():
 # --------------------------------------------------------------------------- the loader
 
 
-def test_only_definitions_run_from_a_solution_notebook():
-    assert heads._defines_only('import math\n\ndef f(x):\n    """doc"""\n    return x\n\nclass A:\n    pass\n')
-    assert not heads._defines_only("model = train(AttentionOnlyTransformer(), 400)")
-    assert not heads._defines_only("def f():\n    pass\nf()")
-    assert not heads._defines_only("")
-
-
 def test_a_missing_solution_is_named(tmp_path):
     with pytest.raises(heads.MissingSolution, match=r"ch06_what_heads_learn/1_numpy\.ipynb does not exist"):
         heads.course_functions(tmp_path)

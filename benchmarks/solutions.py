@@ -9,7 +9,6 @@ cell selection as the grader (setup and tests excluded).
 """
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 
@@ -20,35 +19,21 @@ class MissingSolution(RuntimeError):
     """A solution notebook the benchmark times is not there (yet)."""
 
 
-def _defines_only(source: str) -> bool:
-    """True for a cell whose top-level statements are definitions (and imports, docstrings)."""
-    body = ast.parse(source).body
-    allowed = (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
-    return bool(body) and all(isinstance(node, allowed) or (isinstance(node, ast.Expr) and isinstance(
-        node.value, ast.Constant)) for node in body)
-
-
 def solution_definitions(path: Path, names) -> dict:
     """``{name: object}`` from a solution notebook: its imports cell and the solution cells that only define.
 
     The imports cell and the solution cells whose statements are all definitions run, in
     notebook order; nothing else does (see the module's docstring).
     """
-    import nbformat
-
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from autograder.notebooks import IMPORTS_CELL, nbgrader_meta, student_code_cells
+    from autograder.notebooks import solution_namespace
 
     path = Path(path)
     if not path.exists():
         raise MissingSolution(f"{path} does not exist: the benchmark runs its {', '.join(names)}. "
                               "Write that solution notebook first.")
-    namespace = {"__name__": f"solution:{path.stem}"}
-    for cell in student_code_cells(nbformat.read(str(path), as_version=4)):
-        meta = nbgrader_meta(cell)
-        if meta.get("grade_id") == IMPORTS_CELL or (meta.get("solution") and _defines_only(cell.source)):
-            exec(compile(cell.source, f"{path}#{cell.get('id')}", "exec"), namespace)
+    namespace = solution_namespace(path, definitions_only=True)
     missing = [name for name in names if not callable(namespace.get(name))]
     if missing:
         raise MissingSolution(f"{path} defines no {', '.join(missing)}: the benchmark runs them")

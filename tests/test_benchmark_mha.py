@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("threadpoolctl")
 
-from benchmarks import mha, solutions  # noqa: E402
+from benchmarks import mha  # noqa: E402
+from autograder.notebooks import defines_only  # noqa: E402
 
 TINY = dict(batch=3, seq=7, d_model=12, n_heads=3)
 
@@ -71,10 +72,10 @@ def test_a_missing_solution_is_named(tmp_path):
 
 
 def test_only_definitions_run_from_a_solution_notebook():
-    assert solutions._defines_only('import math\n\ndef f(x):\n    """doc"""\n    return x\n\nclass A:\n    pass\n')
-    assert not solutions._defines_only("model = train(AttentionOnlyTransformer(), 400)")
-    assert not solutions._defines_only("def f():\n    pass\nf()")
-    assert not solutions._defines_only("")
+    assert defines_only('import math\n\ndef f(x):\n    """doc"""\n    return x\n\nclass A:\n    pass\n')
+    assert not defines_only("model = train(AttentionOnlyTransformer(), 400)")
+    assert not defines_only("def f():\n    pass\nf()")
+    assert not defines_only("")
 
 
 def test_loading_the_forms_runs_no_experiment_and_installs_nothing(monkeypatch):

@@ -68,8 +68,11 @@ def test_unimplemented_function_says_so():
 
 @functools.lru_cache(maxsize=None)  # the visible and the hidden test of a mutant share one run of its notebook
 def _mutated(assignment, mutant):
+    """The solution notebook with the mutant planted. A function's check needs only the definitions;
+    a question's answer comes out of the notebook's experiments, which then run too."""
+    question = isinstance(chapter(assignment).checks.get(mutant.check), Question)
     return solution_namespace(solution_path(assignment, mutant.notebook),
-                              replace={mutant.cell: mutant.source})
+                              replace={mutant.cell: mutant.source}, definitions_only=not question)
 
 
 def _kind(p):

@@ -3,6 +3,7 @@ that walks chapters or notebooks goes through here, so adding a chapter to
 ``mha_checks/registry.py`` makes the suite cover it."""
 import importlib
 import importlib.util
+import os
 from functools import lru_cache
 
 import nbformat
@@ -72,6 +73,35 @@ def all_mutants() -> list:
     ``test_every_chapter_has_known_wrong_implementations...`` rather than the collection."""
     return [pytest.param(assignment, m, id=f"{assignment}:{m.name}")
             for assignment in ASSIGNMENTS if has_mutants(assignment) for m in mutants(assignment)]
+
+
+GRADED_PER_NOTEBOOK = 3   # mutants the class-grading test grades per notebook, unless MHA_ALL_MUTANTS=1
+
+
+def graded_mutants(assignment: str) -> list:
+    """The mutants whose notebooks the class-grading test grades end to end.
+
+    Every mutant is caught by its checks in ``test_checks.py`` (the visible check naming its
+    mistake, the hidden one too), which call the same checks the grader runs. Grading a
+    notebook per mutant re-executes it whole, so by default the class-grading test takes, per
+    notebook, the first mutant of each of its first ``GRADED_PER_NOTEBOOK`` checks: every path
+    through the grader (functions, questions, custom checks, each track) without a notebook
+    run per mutant. ``MHA_ALL_MUTANTS=1`` grades them all (a few minutes more per chapter)."""
+    every = mutants(assignment)
+    if os.environ.get("MHA_ALL_MUTANTS") == "1":
+        return list(every)
+    chosen, checks = [], {}
+    for m in every:
+        taken = checks.setdefault(m.notebook, set())
+        if m.check not in taken and len(taken) < GRADED_PER_NOTEBOOK:
+            taken.add(m.check)
+            chosen.append(m)
+    return chosen
+
+
+def all_graded_mutants() -> list:
+    return [pytest.param(assignment, m, id=f"{assignment}:{m.name}")
+            for assignment in ASSIGNMENTS if has_mutants(assignment) for m in graded_mutants(assignment)]
 
 
 def student_notebook(assignment: str, notebook: str, replace: dict = None):

@@ -2,7 +2,9 @@
 blank release gets 0, and every known-wrong implementation of the chapter's
 library loses points, with its diagnosis on its feedback page.
 
-One `grade` run per chapter covers its whole class (a student per mutant), as in a course.
+One `grade` run per chapter covers its whole class (a student per graded mutant), as in a course;
+``MHA_ALL_MUTANTS=1`` grades every mutant of the library, the default a few per notebook
+(see ``course.graded_mutants``).
 """
 import csv
 import html
@@ -10,7 +12,7 @@ import html
 import nbformat
 import pytest
 
-from course import ASSIGNMENTS, all_mutants, mutants, release_path, student_notebook, submit
+from course import ASSIGNMENTS, all_graded_mutants, graded_mutants, release_path, student_notebook, submit
 from autograder.grading import grade
 from mha_checks import registry
 from mha_checks.backends import gpu_available
@@ -38,7 +40,7 @@ def _grade_class(assignment, work):
                                           for nb in notebooks(assignment)})
     submit(root, "blank", assignment, {nb.name: nbformat.read(str(release_path(assignment, nb.name)),
                                                               as_version=4) for nb in notebooks(assignment)})
-    for mutant in mutants(assignment):
+    for mutant in graded_mutants(assignment):
         submit(root, f"mutant-{mutant.name}", assignment, {mutant.notebook: student_notebook(
             assignment, mutant.notebook, {mutant.cell: mutant.source})})
     grade(root, out, jobs=2, verbose=False)
@@ -75,7 +77,7 @@ def test_blank_release_gets_zero(graded, assignment):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("assignment, mutant", all_mutants())
+@pytest.mark.parametrize("assignment, mutant", all_graded_mutants())
 def test_known_wrong_implementation_loses_points(graded, assignment, mutant):
     rows, out = graded(assignment)
     row = rows[(f"mutant-{mutant.name}", mutant.notebook)]

@@ -59,6 +59,9 @@ COURSE = (
     Chapter(6, "ch06_what_heads_learn", "What heads learn",
             (Notebook("1_numpy", "numpy"), Notebook("2_cupy", "cupy", needs_gpu=True),
              Notebook("3_pytorch", "torch", cell_seconds=120, notebook_seconds=600))),
+    Chapter(7, "ch07_redundancy", "How redundant heads are",
+            (Notebook("1_numpy", "numpy"), Notebook("2_cupy", "cupy", needs_gpu=True),
+             Notebook("3_pytorch", "torch", cell_seconds=120, notebook_seconds=600))),
 )
 
 

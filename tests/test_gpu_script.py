@@ -30,13 +30,13 @@ def gpu_present() -> bool:
         return False
 
 
-def run_script(tmp_path, **extra) -> subprocess.CompletedProcess:
+def run_script(tmp_path, *args, **extra) -> subprocess.CompletedProcess:
     if gpu_present():
         pytest.skip("this machine has a usable CUDA GPU: run `bash tests/gpu/run_all.sh` itself")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MHA_GPU_")}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                MHA_GPU_NO_INSTALL="1", MHA_GPU_OUT=str(tmp_path / "out"), **extra)
-    return subprocess.run(["bash", str(SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
 
 
@@ -45,8 +45,8 @@ def results(proc) -> list:
 
 
 def expected_items() -> int:
-    # each notebook executed and graded, the pytest GPU tests, the two GPU benchmarks (mha, online)
-    return 2 * len(gpu_notebooks()) + 3
+    # each notebook executed and graded, the pytest GPU tests, the three GPU benchmarks (mha, online, pruning)
+    return 2 * len(gpu_notebooks()) + 4
 
 
 @pytest.mark.timeout(120)
@@ -69,3 +69,11 @@ def test_a_required_gpu_that_is_missing_fails(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert len(rows) == n and all(row.startswith("FAIL  ") and "MHA_GPU_REQUIRED=1" in row for row in rows)
     assert proc.stdout.splitlines()[-1].startswith(f"TOTAL  {n} items: 0 passed, {n} failed, 0 skipped")
+
+
+@pytest.mark.timeout(60)
+def test_only_runs_the_items_it_names(tmp_path):
+    proc = run_script(tmp_path, "--only", "grading,mha", MHA_GPU_REQUIRED="1")
+    rows = results(proc)
+    assert len(rows) == len(gpu_notebooks()) + 1, proc.stdout + proc.stderr
+    assert all(" grading: " in row or row.startswith("FAIL  mha benchmark") for row in rows)

@@ -85,7 +85,7 @@ def items(rehearsal: bool) -> list:
     notebooks = course_notebooks(rehearsal)
     return ([("notebook", f"{a}/{n}") for a, n in notebooks] + [("pytest", "")]
             + [("grading", f"{a}/{n}") for a, n in notebooks]
-            + ([] if rehearsal else [("benchmark", "mha"), ("benchmark", "online")]))
+            + ([] if rehearsal else [("benchmark", "mha"), ("benchmark", "online"), ("benchmark", "pruning")]))
 
 
 def subject(kind: str, target: str) -> str:
@@ -288,6 +288,8 @@ def item_benchmark(target: str, out: Path) -> str:
     """A benchmark on the GPU: ``mha`` (the multi-head layer) or ``online`` (chapter 5's tiled kernel)."""
     if target == "online":
         return item_benchmark_online(out)
+    if target == "pruning":
+        return item_benchmark_pruning(out)
     from benchmarks import mha
     results = out / "mha_gpu.json"
     if mha.main(["--gpu", "--repeats", "10", "--json", str(results)]) != 0:
@@ -314,6 +316,18 @@ def item_benchmark_online(out: Path) -> str:
     return line("PASS", subject("benchmark", "online"),
                 ", ".join(f"H={r['heads']} T={r['seq']} {r['tiled_ms']:.2f} ms ({r['ratio']:.2f}x SDPA, "
                           f"{r['bandwidth_gb_s']:.0f} GB/s)" for r in rows) + verdict)
+
+
+def item_benchmark_pruning(out: Path) -> str:
+    """Chapter 8's pruned layers on the GPU: CuPy and PyTorch's SDPA at 12, 9, 6 and 3 heads kept of 12
+    (CUDA events), with the CPU forms of the same run; speedups reported, not enforced."""
+    from benchmarks import pruning
+    results = out / "pruning_gpu.json"
+    if pruning.main(["--gpu", "--repeats", "10", "--json", str(results)]) != 0:
+        return line("FAIL", subject("benchmark", "pruning"), "the benchmark stopped (see its log)")
+    rows = json.loads(results.read_text(encoding="utf-8"))["gpu"]
+    return line("PASS", subject("benchmark", "pruning"),
+                ", ".join(f"{r['form']} {r['kept']} heads {r['best_ms']:.3f} ms ({r['speedup']:.2f}x)" for r in rows))
 
 
 def run_item(kind: str, target: str, out: Path, gpu: bool, gpu_reason: str) -> str:
@@ -362,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--item")
     parser.add_argument("--gpu", choices=("yes", "no"))
     parser.add_argument("--gpu-reason", default="")
+    parser.add_argument("--only", default="", help="comma-separated words: run only the items whose line names "
+                        "one of them (e.g. ch07,ch08,pytest), to rerun what failed without the rest")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -393,7 +409,11 @@ def main(argv=None) -> int:
             must_fail = f"{reason}, and MHA_GPU_REQUIRED=1"
 
     counts = {status: 0 for status in STATUSES}
-    for kind, target in items(args.cpu_rehearsal):
+    wanted = [w for w in args.only.split(",") if w]
+    chosen = [(k, t) for k, t in items(args.cpu_rehearsal) if not wanted or any(w in subject(k, t) for w in wanted)]
+    if wanted:
+        note(f"--only {args.only}: {len(chosen)} of {len(items(args.cpu_rehearsal))} items")
+    for kind, target in chosen:
         if must_fail:
             result = line("FAIL", subject(kind, target), must_fail)
         elif not gpu and not args.cpu_rehearsal and kind != "pytest":

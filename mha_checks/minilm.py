@@ -539,6 +539,7 @@ def special_positions(tokens) -> list:
 # --------------------------------------------------------------------------- chapters 7 and 8: sentence embeddings
 
 PAIRS_FILE = Path(__file__).resolve().parent / "data" / "sentence_pairs.tsv"
+DISTRACTORS_FILE = Path(__file__).resolve().parent / "data" / "sentence_distractors.tsv"
 SPLITS = ("importance", "held_out")
 
 
@@ -593,16 +594,33 @@ def sentence_pairs(split: str = "held_out") -> tuple:
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def retrieval_accuracy(first, second) -> float:
-    """The fraction of rows i of ``first`` whose most similar row of ``second`` (cosine) is row i:
-    how often a search with sentence i finds its paraphrase among all the candidates.
+def distractors() -> list:
+    """48 sentences, one per held-out pair: distractor ``i`` uses mostly the words of
+    ``sentence_pairs("held_out")[0][i]`` but says something else (roles swapped, negated, another
+    time or number). A model that only counts words finds it as close as the paraphrase; one that
+    reads the sentence does not. Written for the course (see ``data/sentence_distractors.tsv``)."""
+    rows = [line.split("\t") for line in DISTRACTORS_FILE.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")][1:]
+    first = sentence_pairs("held_out")[0]
+    if [r[0] for r in rows] != first or any(len(r) != 2 for r in rows):
+        raise ValueError(f"{DISTRACTORS_FILE} does not follow the held-out pairs row by row: reinstall the course "
+                         "package")
+    return [r[1] for r in rows]
 
-    Both are ``(N, d)`` embeddings (any array library :func:`as_numpy` reads); rows need not
-    be normalised."""
+
+def retrieval_accuracy(first, second, others=None) -> float:
+    """The fraction of rows i of ``first`` whose most similar candidate (cosine) is row i of ``second``,
+    the candidates being every row of ``second`` and of ``others`` (for example the embeddings of
+    :func:`distractors`): how often a search with sentence i finds its paraphrase.
+
+    All are ``(N, d)`` embeddings (any array library :func:`as_numpy` reads); rows need not be
+    normalised."""
     a, b = (as_numpy(e).astype(np.float64) for e in (first, second))
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"embeddings of shapes {a.shape} and {b.shape}: expected two (N, d) arrays, row i "
                          "of each from pair i")
+    if others is not None:
+        b = np.concatenate([b, as_numpy(others).astype(np.float64).reshape(-1, a.shape[1])])
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return float(np.mean((a @ b.T).argmax(axis=1) == np.arange(len(a))))

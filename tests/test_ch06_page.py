@@ -6,16 +6,14 @@ run of ``python -m benchmarks.heads``: the page quotes its tables (checked verba
 tests/test_ch06_benchmark_heads.py) and reads the JSON for the rest. It has its sections in
 order, every number its text glues is computed by one of its cells, and run, it says what the
 committed run says; without the file it still runs, saying what it skips."""
-import ast
 import importlib
 import importlib.util
-import io
 import json
 import re
-import tokenize
 
-import nbformat
 import pytest
+
+import pages
 
 from autograder.paths import REPO_ROOT
 
@@ -57,57 +55,16 @@ EXERCISES = [f"/exercises/ch06_what_heads_learn/{nb}" for nb in ("1_numpy", "2_c
 
 
 def cells():
-    return nbformat.read(str(PAGE), as_version=4).cells
-
-
-def shown_code():
-    """``(where, source)``: every code cell, and every Python block the page's Markdown shows."""
-    code = []
-    for cell in cells():
-        if cell.cell_type == "code":
-            code.append((cell.id, cell.source))
-        else:
-            for i, block in enumerate(re.findall(r"```python\n(.*?)```", cell.source, re.S)):
-                code.append((f"{cell.id} (block {i})", block))
-    return code
-
-
-def without_comments(source):
-    """The code without its comments (they may name what the code does not do)."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.COMMENT]
-    return tokenize.untokenize(tokens)
-
-
-def code_trees():
-    return [(where, ast.parse(source)) for where, source in shown_code()]
-
-
-def called_name(call):
-    return call.func.id if isinstance(call.func, ast.Name) else call.func.attr if isinstance(
-        call.func, ast.Attribute) else None
+    return pages.cells(PAGE)
 
 
 def test_page_never_shows_a_graded_function():
-    for where, tree in code_trees():
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                assert node.name not in GRADED, f"{where} defines {node.name}"
-            elif isinstance(node, ast.Call):
-                assert called_name(node) not in GRADED, f"{where} calls {called_name(node)}"
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    assert alias.name.split(".")[-1] not in GRADED and alias.asname not in GRADED, \
-                        f"{where} imports {alias.name}"
-            elif isinstance(node, (ast.Name, ast.arg)) and isinstance(getattr(node, "ctx", ast.Store()), ast.Store):
-                name = node.id if isinstance(node, ast.Name) else node.arg
-                assert name not in GRADED, f"{where} binds the name {name}"
+    pages.assert_shows_no_graded_function(PAGE, GRADED)
 
 
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 def test_page_has_no_code_that_computes_a_graded_quantity(trick):
-    for where, source in shown_code():
-        found = re.search(TRICKS[trick], without_comments(source))
-        assert not found, f"{where}: {trick} ({found.group(0)!r})"
+    pages.assert_no_trick(PAGE, TRICKS[trick], trick)
 
 
 def test_page_has_its_sections_in_order_and_quotes_each_table_in_place():
@@ -133,21 +90,10 @@ def test_page_has_its_sections_in_order_and_quotes_each_table_in_place():
 
 
 def test_figures_have_captions_and_alt_text_and_viewers_exist():
+    pages.assert_figures(PAGE, FIGURES)
     page = {c.id: c for c in cells()}
-    for cell_id in FIGURES:
-        meta = page[cell_id].metadata
-        figure = meta["mystnb"]["figure"]
-        assert figure["name"].startswith("fig-") and len(figure["caption"]) > 40, cell_id
-        assert len(meta["image"]["alt"]) > 40, cell_id
-        assert "hide-input" in meta.get("tags", []), cell_id
     for cell_id in VIEWERS:
         assert "head_viewer(" in page[cell_id].source, cell_id
-    # figure names are labels of the whole site: another page's would be a duplicate label
-    ours = {page[c].metadata["mystnb"]["figure"]["name"] for c in FIGURES}
-    for other in PAGE.parent.glob("*.ipynb"):
-        if other != PAGE:
-            theirs = set(re.findall(r'"name": "(fig-[^"]+)"', other.read_text(encoding="utf-8")))
-            assert not ours & theirs, f"figure names also used by {other.name}: {sorted(ours & theirs)}"
 
 
 def test_page_links_the_three_exercise_notebooks():
@@ -158,47 +104,17 @@ def test_page_links_the_three_exercise_notebooks():
 
 
 def test_every_glued_value_is_computed_by_a_cell():
+    pages.assert_glued_values_are_computed(PAGE)
     text = "\n".join(c.source for c in cells() if c.cell_type == "markdown")
-    used = {role: set(re.findall(rf"\{{glue:{role}\}}`([A-Za-z0-9_]+)", text)) for role in ("text", "md")}
-    glued = {"glue_numbers": set(), "glue_words": set()}
-    for _, tree in code_trees():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and called_name(node) in glued:
-                assert all(kw.arg for kw in node.keywords), "glue with named arguments only (no **dict)"
-                glued[called_name(node)] |= {kw.arg for kw in node.keywords}
-    assert used["text"] and used["md"], "the page glues no values into its text"
-    for role, helper in (("text", "glue_numbers"), ("md", "glue_words")):
-        missing = sorted(used[role] - glued[helper])
-        assert not missing, f"glued in the text ({{glue:{role}}}) but computed by no cell's {helper}: {missing}"
+    assert "{glue:md}" in text, "the page glues no words into its text"
 
 
 # --------------------------------------------------------------------------- the page, run
 
 
 def _run_page(without_results=False):
-    """Run the page as the website's build does (from book/); ``(glued values, printed text, cells)``."""
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(str(PAGE), as_version=4)
-    if without_results:  # as in Colab with no copy of the measured runs
-        setup = next(c for c in nb.cells if c.id == "setup")
-        assert "results = load_results()" in setup.source
-        setup.source = setup.source.replace("results = load_results()", "results = None")
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(PAGE.parent)}}).execute()
-    values, printed = {}, []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.output_type != "error", f"{cell.id}: {out.get('ename')}: {out.get('evalue')}"
-            if out.output_type == "stream":
-                printed.append(out.text)
-            scrap = out.get("metadata", {}).get("scrapbook")
-            if scrap:
-                markdown = [k for k in out.data if k.endswith("text/markdown")]
-                if markdown:
-                    values[scrap["name"]] = out.data[markdown[0]]
-                else:
-                    values[scrap["name"]] = float(out.data[next(k for k in out.data if k.endswith("text/plain"))])
-    return values, "".join(printed), {c.id: c for c in nb.cells}
+    """Run the page as the website's build does; without the measured runs, as in Colab with no copy of them."""
+    return pages.run_page(PAGE, {"results = load_results()": "results = None"} if without_results else None)
 
 
 @pytest.fixture(scope="module")

@@ -915,15 +915,22 @@ def load_gradients() -> dict:
 # Questions
 # --------------------------------------------------------------------------
 
+def _costly_head_major(accuracy) -> int:
+    """The most costly head numbered head by head, h*L + l, instead of layer by layer."""
+    accuracy = np.asarray(accuracy)
+    l, h = np.unravel_index(accuracy.argmin(), accuracy.shape)
+    return int(h * accuracy.shape[0] + l)
+
+
 QUESTIONS = (
     Question(
         "most_costly_head", notebook="1_numpy", tracks=("numpy",),
         doc="Which single head's removal costs the course's model the most accuracy? Its index l*H + h.",
         answer=lambda sol: sol["most_costly_head"],
         mistakes=(Mistake("head_major", "That is h*L + l; number the heads layer by layer: l*H + h (L0 H0 is 0, "
-                          "L1 H0 is H).", lambda sol: sol["most_costly_head_head_major"]),
+                          "L1 H0 is H).", lambda sol: _costly_head_major(sol["ablation"]["accuracy"])),
                   Mistake("least", "That head's removal costs the *least* accuracy; the question asks for the "
-                          "most.", lambda sol: sol["least_costly_head"])),
+                          "most.", lambda sol: int(np.asarray(sol["ablation"]["accuracy"]).argmax()))),
         hint="ablation['accuracy'] is (L, H); the largest drop is the smallest accuracy."),
     Question(
         "harmless_heads", notebook="1_numpy", tracks=("numpy",),

@@ -248,7 +248,8 @@ def ablation_estimate(mask_grads):
 '''),
     # ---- questions
     Mutant("costly_head_numbered_by_head", "1_numpy", "most_costly_head", "most_costly_head", "That is h*L + l", """
-most_costly_head = most_costly_head_head_major
+layer, head = np.unravel_index(ablation["accuracy"].argmin(), ablation["accuracy"].shape)
+most_costly_head = int(head * L + layer)
 """),
     Mutant("harmless_heads_in_percent", "1_numpy", "harmless_heads", "harmless_heads", "one point is 0.01", """
 harmless_heads = int((np.abs(ablation["accuracy"] - full_accuracy) < 1).sum())

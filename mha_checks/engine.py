@@ -131,6 +131,11 @@ class Function:
     uses: tuple = ()
     inherited: tuple = ()
     returns: str = "arrays"   # or "int": a count, returned as a Python int in every track
+    # How the check calls the student's function on one case, for results that are not arrays (a
+    # params dict, a list of pairs): ``call(fn, args, kwargs, backend)`` returns the outputs in
+    # ``outputs``' order, as the track's arrays. It runs in the student's process. Default:
+    # ``fn(*args, **kwargs)``.
+    call: Optional[Callable] = None
 
     def expected(self, sol: dict, args: dict) -> dict:
         args = plain_args(args)
@@ -321,6 +326,9 @@ class Checks:
         if isinstance(check, Function):
             cases = self.cases(method, kwargs.get("hidden", False))
             results = INTS if check.returns == "int" else self.backend
+            if check.call is not None and callable(target):
+                student, backend = target, self.backend
+                target = lambda *args, **kwargs: check.call(student, args, kwargs, backend)  # noqa: E731
             return collect_calls(target, cases, lambda case: self.positional(case, check.args),
                                  len(check.outputs), results)
         return check.collect(self, target, **{**check.options, **kwargs})

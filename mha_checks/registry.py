@@ -62,6 +62,9 @@ COURSE = (
     Chapter(7, "ch07_redundancy", "How redundant heads are",
             (Notebook("1_numpy", "numpy"), Notebook("2_cupy", "cupy", needs_gpu=True),
              Notebook("3_pytorch", "torch", cell_seconds=120, notebook_seconds=600))),
+    Chapter(8, "ch08_pruning", "Pruning heads",
+            (Notebook("1_numpy", "numpy", cell_seconds=120), Notebook("2_cupy", "cupy", needs_gpu=True),
+             Notebook("3_pytorch", "torch", cell_seconds=120, notebook_seconds=600))),
 )
 
 

@@ -63,7 +63,7 @@ DRAWS = 50                 # random splits per kind of data
 SHARPEN = 8                # the readout's factor that makes the model confident, as longer training would
 MINILM_STEP = 7            # heads pruned per step of MiniLM's iterative pruning: 10% of 72, rounded
 TEMPERATURE = 0.5          # of the contrastive loss whose gradient gives MiniLM's importance: at 0.05 the loss is
-                           # about 0.001, saturated, and its gradient noise (chapter 7's notebook measures both)
+                           # about 0.002, near its minimum, its gradients twenty times smaller (chapter 7's notebook)
 
 
 def course_functions(solutions_dir: Optional[Path] = None) -> dict:

@@ -75,7 +75,7 @@ def all_mutants() -> list:
             for assignment in ASSIGNMENTS if has_mutants(assignment) for m in mutants(assignment)]
 
 
-GRADED_PER_NOTEBOOK = 3   # mutants the class-grading test grades per notebook, unless MHA_ALL_MUTANTS=1
+GRADED_PER_NOTEBOOK = 2   # mutants the class-grading test grades per notebook, unless MHA_ALL_MUTANTS=1
 
 
 def graded_mutants(assignment: str) -> list:

@@ -40,6 +40,7 @@ from benchmarks.mha import _cpu_name
 from benchmarks.solutions import REPO, MissingSolution
 
 from mha_checks import minilm, toy_task  # noqa: E402 - the course's package, next to this folder
+from mha_checks.chapters.ch07_redundancy import torch_state  # noqa: E402
 
 TABLE = {
     "masked_multi_head_attention": ("ch07_redundancy", "1_numpy", "masked_multi_head_attention"),
@@ -93,18 +94,10 @@ def label(layer: int, head: int) -> str:
 
 def torch_course_model(course: dict, model: Optional[dict] = None):
     """The course's trained model (or ``model``, in the same layout) in the chapter 7 PyTorch
-    solution's class (the inverse of chapter 6's ``course_layout``)."""
-    import torch
+    solution's class, through chapter 7's ``torch_state`` (the inverse of chapter 6's ``course_layout``)."""
     model = toy_task.load_model()[0] if model is None else model
     net = course["AttentionOnlyTransformer"]()
-    with torch.no_grad():
-        net.embed.weight.copy_(torch.from_numpy(model["embed"]))
-        net.position.weight.copy_(torch.from_numpy(model["position"]))
-        for layer, params in zip(net.layers, model["layers"]):
-            for name, parameter in layer.named_parameters():
-                parameter.copy_(torch.from_numpy(params[name]))
-        net.unembed.weight.copy_(torch.from_numpy(model["unembed"].T.copy()))
-        net.unembed.bias.copy_(torch.from_numpy(model["b_unembed"]))
+    net.load_state_dict(torch_state(model), strict=False)   # the causal mask buffer stays the class's own
     return net.eval()
 
 

@@ -94,8 +94,8 @@ def assert_sections_and_quotes(page, sections: list, quoted: dict) -> None:
     for cell_id, section in quoted.items():
         assert cell_id in ids, f"no cell {cell_id}"
         index = ids.index(cell_id)
-        assert page_cells[index].cell_type == "markdown" and "|---" in page_cells[index].source.replace(
-            " --- ", "---").replace("| ", "|"), f"{cell_id} holds no table"
+        assert page_cells[index].cell_type == "markdown" and re.search(
+            r"\|\s*:?-{3,}:?\s*\|", page_cells[index].source), f"{cell_id} holds no table"
         current = [line for i, line in found_headings if i <= index][-1]
         assert current.startswith(section), f"{cell_id} is in '{current}', not in '{section}'"
     for cell in page_cells:

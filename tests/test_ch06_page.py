@@ -68,25 +68,7 @@ def test_page_has_no_code_that_computes_a_graded_quantity(trick):
 
 
 def test_page_has_its_sections_in_order_and_quotes_each_table_in_place():
-    page = cells()
-    headings = [(i, line) for i, c in enumerate(page) if c.cell_type == "markdown"
-                for line in c.source.splitlines() if line.startswith("## ")]
-    positions = []
-    for section in SECTIONS:
-        found = [i for i, (_, line) in enumerate(headings) if line.startswith(section)]
-        assert found, f"no section '{section}' in the page"
-        positions.append(found[0])
-    assert positions == sorted(positions), "the page's sections are out of order"
-
-    ids = [c.id for c in page]
-    for cell_id, section in QUOTED.items():
-        assert cell_id in ids, f"no cell {cell_id}"
-        index = ids.index(cell_id)
-        assert page[index].cell_type == "markdown" and "| --- |" in page[index].source, cell_id
-        current = [line for i, line in headings if i <= index][-1]
-        assert current.startswith(section), f"{cell_id} is in '{current}', not in '{section}'"
-    for cell in page:
-        assert not re.search(r"goes here|\bTODO\b|\bTBD\b|\bXXX\b", cell.source), cell.id
+    pages.assert_sections_and_quotes(PAGE, SECTIONS, QUOTED)
 
 
 def test_figures_have_captions_and_alt_text_and_viewers_exist():

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     references.add_argument("--hidden-seed", type=int, default=None, metavar="N",
                             help="seed of the hidden cases (default: the course's, "
                                  "autograder.references.DEFAULT_HIDDEN_SEED)")
+    references.add_argument("--retrain", action="store_true",
+                            help="also retrain the chapters' trained models (committed files, kept "
+                                 "otherwise: training gives other numbers on another CPU, so the cases "
+                                 "built on a model change with it)")
 
     grade = commands.add_parser(
         "grade", help="grade submissions in a sandbox; scores decided outside the student's code",
@@ -178,7 +182,7 @@ def cmd_references(args) -> int:
     from .references import DEFAULT_HIDDEN_SEED, write_references
     seed = DEFAULT_HIDDEN_SEED if args.hidden_seed is None else args.hidden_seed
     for assignment in _assignments(args.assignments):
-        for path in write_references(assignment, hidden_seed=seed):
+        for path in write_references(assignment, hidden_seed=seed, retrain=args.retrain):
             print(f"wrote {_display(path)}")
     if seed != DEFAULT_HIDDEN_SEED:
         print(f"hidden cases drawn from seed {seed}: keep autograder/hidden_cases/ out of public view.")

@@ -79,8 +79,9 @@ def collect_check_results(checks, namespace, task: protocol.Task, report):
             if call["target"] not in namespace:
                 data = {protocol.UNDEFINED: call["target"]}
             else:
+                # The namespace goes along: a question about the student's run reads that run from it.
                 data = {protocol.COLLECTED: checks.collect(call["method"], namespace[call["target"]],
-                                                           **call["kwargs"])}
+                                                           namespace=namespace, **call["kwargs"])}
         except BaseException as exc:  # noqa: B902
             data = {protocol.COLLECT_ERROR: _error_text(exc)}
         finally:

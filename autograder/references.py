@@ -31,6 +31,13 @@ SEED_KEY = f"{META}/seed"
 
 def build_references(assignment: str, split: str, seed: int, solutions_dir: Path = SOLUTIONS_DIR) -> dict:
     """Run the assignment's reference solution on one split's cases; the flat key -> array dict."""
+    flat = flatten(build_cases(chapter(assignment), _solutions(assignment, solutions_dir), split, seed))
+    flat[SEED_KEY] = np.asarray(seed, dtype=np.int64)
+    return flat
+
+
+def _solutions(assignment: str, solutions_dir: Path):
+    """``solution(notebook)``: a solution notebook's namespace, each run once."""
     from .notebooks import solution_namespace  # needs nbformat: instructors only
     namespaces = {}
 
@@ -38,51 +45,63 @@ def build_references(assignment: str, split: str, seed: int, solutions_dir: Path
         if notebook not in namespaces:
             namespaces[notebook] = solution_namespace(Path(solutions_dir) / assignment / f"{notebook}.ipynb")
         return namespaces[notebook]
-
-    flat = flatten(build_cases(chapter(assignment), solution, split, seed))
-    flat[SEED_KEY] = np.asarray(seed, dtype=np.int64)
-    return flat
+    return solution
 
 
 def build_generated(assignment: str, generated, solutions_dir: Path = SOLUTIONS_DIR) -> dict:
     """One generated data file's arrays, built from its solution notebook."""
-    from .notebooks import solution_namespace
-    sol = solution_namespace(Path(solutions_dir) / assignment / f"{generated.notebook}.ipynb")
+    sol = _solutions(assignment, solutions_dir)(generated.notebook)
     return {name: np.asarray(value) for name, value in generated.build(sol).items()}
 
 
-def write_generated(assignment: str, solutions_dir: Path = SOLUTIONS_DIR) -> list:
-    """The chapter's generated data files (a trained model), written before its cases, which may read them."""
+def write_generated(assignment: str, solutions_dir: Path = SOLUTIONS_DIR, retrain: bool = False) -> list:
+    """The chapter's generated data files, written before its cases, which may read them. A trained
+    one (a model) is a committed artifact: written only when missing or when ``retrain`` asks."""
     written = []
     for generated in chapter(assignment).generated:
         path = Path(generated.path)
+        if generated.trained and path.exists() and not retrain:
+            continue
         np.savez_compressed(path, **build_generated(assignment, generated, solutions_dir))
         written.append(path)
     return written
 
 
+def _stored(path: Path) -> dict:
+    with np.load(path) as stored:
+        return {k: stored[k] for k in stored.files}
+
+
 def stale_generated(assignment: str, solutions_dir: Path = SOLUTIONS_DIR) -> list:
+    """What is wrong with the chapter's generated files: a file built from committed data that a fresh
+    build no longer equals, or a trained file that no longer does what the chapter says of it."""
     stale = []
     for generated in chapter(assignment).generated:
         path = Path(generated.path)
+        label = f"{path.parent.name}/{path.name}"
         if not path.exists():
             stale.append(f"{path}: missing")
-            continue
-        fresh = build_generated(assignment, generated, solutions_dir)
-        with np.load(path) as stored:
-            stored = {k: stored[k] for k in stored.files}
-        label = f"{path.parent.name}/{path.name}"
-        stale += [f"{label}:{key}: {'only in the fresh build' if key in fresh else 'no longer produced'}"
-                  for key in sorted(set(fresh) ^ set(stored))]
-        stale += [f"{label}:{key}: values differ" for key in sorted(set(fresh) & set(stored))
-                  if not same_array(fresh[key], stored[key])]
+        elif generated.trained:
+            stale += [f"{label}: {problem}" for problem in
+                      generated.behaviour(_stored(path), _solutions(assignment, solutions_dir))]
+        else:
+            stale += _differences(label, build_generated(assignment, generated, solutions_dir), _stored(path))
     return stale
+
+
+def _differences(label: str, fresh: dict, stored: dict, bounds=None) -> list:
+    """``label:key: ...`` for every array of a fresh build that is missing from, or differs from, the stored
+    one. ``bounds(key)`` names the tolerance of a key's comparison (default ``reproducible``)."""
+    found = [f"{label}:{key}: {'only in the fresh build' if key in fresh else 'no longer produced'}"
+             for key in sorted(set(fresh) ^ set(stored))]
+    return found + [f"{label}:{key}: values differ" for key in sorted(set(fresh) & set(stored))
+                    if not same_array(fresh[key], stored[key], bounds(key) if bounds else "reproducible")]
 
 
 def write_references(assignment: str, hidden_seed: int = DEFAULT_HIDDEN_SEED,
                      references_dir: Path = VISIBLE_CASES_DIR, hidden_dir: Path = HIDDEN_CASES_DIR,
-                     solutions_dir: Path = SOLUTIONS_DIR) -> list:
-    written = write_generated(assignment, solutions_dir) if references_dir == VISIBLE_CASES_DIR else []
+                     solutions_dir: Path = SOLUTIONS_DIR, retrain: bool = False) -> list:
+    written = write_generated(assignment, solutions_dir, retrain) if references_dir == VISIBLE_CASES_DIR else []
     for split, seed in (("visible", VISIBLE_SEED), ("hidden", hidden_seed)):
         path = case_file(assignment, split, references_dir, hidden_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,25 +133,31 @@ def stale_references(assignments=None, solutions_dir: Path = SOLUTIONS_DIR,
                 stale.append(f"{path}: records no seed")
                 continue
             fresh = build_references(assignment, split, seed, solutions_dir)
-            with np.load(path) as stored:
-                stored = {k: stored[k] for k in stored.files}
             label = f"{path.parent.name}/{path.name}"
-            for key in sorted(set(fresh) ^ set(stored)):
-                stale.append(f"{label}:{key}: {'only in the fresh build' if key in fresh else 'no longer produced'}")
-            for key in sorted(set(fresh) & set(stored)):
-                if not same_array(fresh[key], stored[key]):
-                    stale.append(f"{label}:{key}: values differ")
+            stale += _differences(label, fresh, _stored(path), lambda key: _bound(assignment, key))
     return stale
 
 
-def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+def _bound(assignment: str, key: str) -> str:
+    """The named tolerance that a stored case's array is regenerated within: its check's own, when it
+    declares one (``Function.reproducible``)."""
+    check = chapter(assignment).checks.get(key.split("/")[0])
+    return getattr(check, "reproducible", "reproducible")
+
+
+def same_array(a: np.ndarray, b: np.ndarray, bound: str = "reproducible") -> bool:
+    """Equal, up to what another CPU or BLAS build changes: the order of float sums. A value near zero
+    made by cancellation can differ in every digit while the array agrees to a few ulps of its largest
+    value, so the bound is in units of the dtype's epsilon times that value (the named bound ``bound``)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    if a.dtype.kind == "f":
-        # Bit-for-bit is too strict across NumPy builds (BLAS summation order).
-        ulps, _ = named("reproducible_ulps")
-        return bool(np.allclose(a, b, rtol=ulps * np.finfo(a.dtype).eps, atol=0, equal_nan=True))
-    return bool(np.array_equal(a, b))
+    if a.dtype.kind != "f":
+        return bool(np.array_equal(a, b))
+    ulps, _ = named(bound)
+    finite = np.abs(b[np.isfinite(b)])
+    tolerance = ulps * np.finfo(a.dtype).eps
+    scale = float(finite.max()) if finite.size else 0.0
+    return bool(np.allclose(a, b, rtol=tolerance, atol=tolerance * scale, equal_nan=True))
 
 
 def write_case_inputs(assignment: str, path: Path, references_dir: Path = VISIBLE_CASES_DIR,

@@ -195,12 +195,20 @@ def bwrap_command(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
     return cmd + _env_args(gpu)
 
 
+# How the machine's math libraries pick their CPU code, when the grader's machine sets it: passed on to the
+# notebooks, since some machines need them (OpenBLAS crashes on some CPUs without its core type) and they
+# change only the order of float sums, which no check depends on.
+CPU_SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE", "NPY_DISABLE_CPU_FEATURES")
+
+
 def _environment(gpu: bool, home: str, tmp: str) -> dict:
     env = {"HOME": home, "TMPDIR": tmp, "PATH": "/usr/local/bin:/usr/bin:/bin",
            "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            # One thread per notebook: results do not depend on --jobs, and N jobs share N cores.
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env.update({key: os.environ[key] for key in CPU_SETTINGS if key in os.environ})
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env

@@ -207,6 +207,8 @@ def build_cases(chapter, solution, split: str, seed: int) -> dict:
                 cases[(custom.name, split)] = [{"expected": {n: np.asarray(v) for n, v in produced.items()}}]
     if split == "hidden":  # a question's answer is never shipped to students
         for question in chapter.questions:
+            if question.run is not None:
+                continue  # judged against the student's own run: nothing to store
             asked = solution(question.notebook)
             groups = {"expected": {"answer": np.asarray(question.answer(asked))}}
             groups.update({f"variant.{m.label}": {"answer": np.asarray(m.outputs(asked))}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -131,6 +132,9 @@ class Function:
     uses: tuple = ()
     inherited: tuple = ()
     returns: str = "arrays"   # or "int": a count, returned as a Python int in every track
+    # The named bound within which regenerated reference outputs must equal the committed ones
+    # (``autograder.references.same_array``): outputs that amplify rounding name a looser one.
+    reproducible: str = "reproducible"
     # How the check calls the student's function on one case, for results that are not arrays (a
     # params dict, a list of pairs): ``call(fn, args, kwargs, backend)`` returns the outputs in
     # ``outputs``' order, as the track's arrays. It runs in the student's process. Default:
@@ -158,6 +162,21 @@ class Function:
 
 
 @dataclass(frozen=True)
+class FromRun:
+    """Where a question's answer comes from a run the student makes in the notebook (a training
+    run): what a run gives differs between CPUs, kernels and thread counts, so no answer to it can be
+    stored. ``names`` are the notebook variables that hold the run; ``summary(**variables)`` turns
+    them into plain numbers in the student's process, and the question's ``answer`` and its
+    mistakes' ``outputs`` are computed from that summary when the answer is judged."""
+    names: tuple
+    summary: Callable
+
+    @property
+    def shown(self) -> str:
+        return ", ".join(f"`{n}`" for n in self.names)
+
+
+@dataclass(frozen=True)
 class Question:
     """A question about what the student observed or computed, answered by a value in
     the notebook (``kind`` "number", or "choice" among ``choices``).
@@ -168,6 +187,10 @@ class Question:
     ``tolerance`` of the tolerance policy. ``mistakes`` are known wrong answers
     (``Mistake(label, message, outputs=lambda sol: value)``); ``hint`` is said for
     any other wrong answer. ``sol`` is the namespace of ``notebook``'s solution.
+
+    A question about the student's own run (``run``, a :class:`FromRun`) is judged against that
+    run: ``answer`` and the mistakes' ``outputs`` then take the run's summary instead of ``sol``,
+    and nothing is stored for it.
     """
     name: str
     doc: str
@@ -179,7 +202,7 @@ class Question:
     mistakes: tuple = ()
     hint: str = ""
     tracks: tuple = TRACKS
-
+    run: Optional[FromRun] = None
 
 
 @dataclass(frozen=True)
@@ -211,11 +234,22 @@ class Generated:
     (a trained model and what it computed): ``build(sol)`` returns ``{name: array}``.
 
     ``python -m autograder references`` writes it before the cases (the cases may read
-    it), and the staleness check rebuilds it and compares, like the cases. It ships in
-    the course package, so every name in it is public: no answer goes here."""
+    it), and the staleness check rebuilds it and compares, like the cases (a trained one:
+    see ``behaviour``). It ships in the course package, so every name in it is public: no
+    answer goes here."""
     path: object                      # a pathlib.Path inside the package
     notebook: str
     build: Callable
+    # A trained artifact (a model): training gives other numbers on another CPU, kernel or thread
+    # count, so the file is rebuilt only when asked (``references --retrain``) and checked by what it
+    # does, never by equality with a new run: ``behaviour(arrays, solution)`` returns the problems
+    # found (``solution(notebook)`` is a solution notebook's namespace), empty when it does what the
+    # chapter says.
+    behaviour: Optional[Callable] = None
+
+    @property
+    def trained(self) -> bool:
+        return self.behaviour is not None
 
 
 @dataclass(frozen=True)
@@ -247,7 +281,13 @@ class Chapter:
 
 
 def _check_method(check) -> Callable:
-    if isinstance(check, (Function, Question)):
+    if isinstance(check, Question):
+        def method(self, fn, hidden=False, namespace=None):
+            # A question about the student's run reads the run from the notebook's variables: by
+            # default where the check is called (``namespace`` when it is called from elsewhere).
+            self.run(check.name, fn, hidden=hidden, namespace=namespace if namespace is not None
+                     else sys._getframe(1).f_globals)
+    elif isinstance(check, Function):
         def method(self, fn, hidden=False):
             self.run(check.name, fn, hidden=hidden)
     else:
@@ -318,11 +358,15 @@ class Checks:
         return check
 
     # -- the two halves ------------------------------------------------------
-    def collect(self, method: str, target, **kwargs):
-        """Plain data: what the student's ``target`` gives on this check's inputs."""
+    def collect(self, method: str, target, namespace: dict = None, **kwargs):
+        """Plain data: what the student's ``target`` gives on this check's inputs. ``namespace`` is
+        the notebook's, where a question about the student's run finds that run."""
         check = self._declared(method)
         if isinstance(check, Question):
-            return collect_answer(target)
+            record = collect_answer(target)
+            if check.run is not None:
+                record["run"] = collect_run(check.run, namespace or {})
+            return record
         if isinstance(check, Function):
             cases = self.cases(method, kwargs.get("hidden", False))
             results = INTS if check.returns == "int" else self.backend
@@ -346,13 +390,13 @@ class Checks:
             return self._judge_function(check, record, kwargs.get("hidden", False), blocks or {})
         return check.judge(self, record, **{**check.options, **kwargs})
 
-    def run(self, method: str, target, **kwargs):
+    def run(self, method: str, target, namespace: dict = None, **kwargs):
         """Both halves, as in a notebook: the records cross the grader's transport first.
         The building blocks are collected only when the function itself fails."""
         def crossed(record):
             return transport.loads(transport.dumps(record))
 
-        record = crossed(self.collect(method, target, **kwargs))
+        record = crossed(self.collect(method, target, namespace=namespace, **kwargs))
         check = self._declared(method)
         try:
             message = self.judge(method, record, **kwargs)
@@ -443,14 +487,35 @@ class Checks:
         if not hidden:
             return (f"\u2714 {question.name}: your answer, {shown}, is recorded. Questions are "
                     "marked when the notebook is graded.")
-        case = self.cases(question.name, hidden=True)[0]
-        if answer_matches(question, value, case.expected["answer"]):
+        expected, variants = self._expected_answers(question, record)
+        if answer_matches(question, value, expected):
             return f"\u2714 {question.name}: {shown} is right."
-        for label, variant in case.variants.items():
-            if answer_matches(question, value, variant["answer"]):
+        for label, variant in variants.items():
+            if answer_matches(question, value, variant):
                 fail(f"{question.name}: {shown} is not the answer. "
                      + next(m for m in question.mistakes if m.label == label).message)
         fail(f"{question.name}: {shown} is not the answer. {question.hint}".strip())
+
+    def _expected_answers(self, question: "Question", record: dict) -> tuple:
+        """The right answer and the known wrong ones ``{label: value}``: stored with the hidden
+        cases, or for a question about the student's run computed from that run."""
+        if question.run is None:
+            case = self.cases(question.name, hidden=True)[0]
+            return case.expected["answer"], {label: v["answer"] for label, v in case.variants.items()}
+        run = record.get("run")
+        if not isinstance(run, dict) or "summary" not in run:
+            problem = run.get("problem") if isinstance(run, dict) else None
+            fail(f"{question.name} is judged against your own run, {question.run.shown}, and "
+                 f"{problem or 'the check found no run'}: run the cells above this one in order, "
+                 "then this check again.")
+        summary = run["summary"]
+        try:
+            return (question.answer(summary),
+                    {m.label: m.outputs(summary) for m in question.mistakes})
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            fail(f"{question.name} is judged against your own run, {question.run.shown}, which does not "
+                 f"hold what the locked cell above makes ({type(exc).__name__}: {exc}): run that cell "
+                 "again, and don't reuse its names for something else.")
 
 
 # --------------------------------------------------------------------------
@@ -683,6 +748,19 @@ def collect_answer(value) -> dict:
     if isinstance(value, str):
         return {"text": value[:MAX_MESSAGE]}
     return {"other": f"{type(value).__module__}.{type(value).__name__}"}
+
+
+def collect_run(run: FromRun, namespace: dict) -> dict:
+    """The summary of the student's run, as plain data, or what is wrong with it."""
+    missing = [n for n in run.names if n not in namespace]
+    if missing:
+        return {"problem": f"{', '.join(f'`{n}`' for n in missing)} is not defined"}
+    try:
+        summary = run.summary(**{n: namespace[n] for n in run.names})
+    except Exception as exc:  # the student's variables can hold anything
+        return {"problem": f"{run.shown} does not hold what the cell above makes "
+                           f"({type(exc).__name__}: {str(exc)[:200]})"}
+    return {"summary": summary}
 
 
 def read_answer(question, record):

@@ -78,8 +78,7 @@ def _train_page_model(n_heads, task, mlp, steps):
     ns = {}
     for cell_id in ("setup",):
         exec(next(c.source for c in page.cells if c.id == cell_id), ns)
-    source = next(c.source for c in page.cells if c.id == "experiment")
-    exec(source.split("runs = {")[0], ns)  # the definitions, not the two runs
+    exec(next(c.source for c in page.cells if c.id == "experiment"), ns)  # the definitions; the runs follow
     return ns["train"](n_heads, ns[task], mlp=mlp, steps=steps)
 
 

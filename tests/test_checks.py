@@ -99,11 +99,11 @@ def test_mutant_fails_hidden_check_too(assignment, mutant):
 def test_wrong_answer_has_the_right_form_and_is_marked_wrong_with_its_reason(assignment, mutant, capsys):
     """A question's visible check confirms only the form (the answer stays with the grader);
     the graded check marks a known wrong answer wrong and says why."""
-    check, answer = checks_for(assignment, mutant.notebook), _mutated(assignment, mutant)[mutant.function]
-    getattr(check, mutant.check)(answer)
+    check, ns = checks_for(assignment, mutant.notebook), _mutated(assignment, mutant)
+    getattr(check, mutant.check)(ns[mutant.function], namespace=ns)
     assert "is recorded" in capsys.readouterr().out
     with pytest.raises(CheckFailure) as failure:
-        getattr(check, mutant.check)(answer, hidden=True)
+        getattr(check, mutant.check)(ns[mutant.function], hidden=True, namespace=ns)
     assert mutant.message in " ".join(str(failure.value).split()), str(failure.value)
 
 
@@ -121,7 +121,7 @@ def test_solution_answers_every_question_right(assignment, notebook):
     check, ns = checks_for(assignment, notebook), solution(assignment, notebook)
     for question in chapter(assignment).questions:
         if question.notebook == notebook:
-            getattr(check, question.name)(ns[question.name], hidden=True)
+            getattr(check, question.name)(ns[question.name], hidden=True, namespace=ns)
 
 
 def test_a_notebook_check_judges_what_went_through_the_graders_transport(monkeypatch):

@@ -15,6 +15,7 @@ import pytest
 from course import ASSIGNMENTS, all_graded_mutants, graded_mutants, release_path, student_notebook, submit
 from autograder.grading import grade
 from mha_checks import registry
+from mha_checks.chapters import chapter
 from mha_checks.backends import gpu_available
 
 
@@ -99,3 +100,27 @@ def test_feedback_hides_hidden_tests(graded, assignment):
     for page in pages:
         text = page.read_text()
         assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text, page
+
+
+def _notebooks_asking_about_a_run() -> list:
+    """``(assignment, notebook)`` for every notebook with a question about the student's own run."""
+    return sorted({(assignment, q.notebook) for assignment in ASSIGNMENTS
+                   for q in chapter(assignment).questions if q.run is not None})
+
+
+@pytest.mark.timeout(900)
+def test_solutions_that_train_get_full_marks_under_other_cpu_kernels(tmp_path, monkeypatch):
+    """A grader on another machine: other PyTorch CPU kernels and MKL's compatible mode, passed on to
+    the sandbox. The runs in the notebooks give other digits there; the marks do not change."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    root, out = tmp_path / "submissions", tmp_path / "graded"
+    trained = _notebooks_asking_about_a_run()
+    assert trained, "no question is judged against the student's run any more: drop this test"
+    for assignment, notebook in trained:
+        submit(root, "solution", assignment, {notebook: student_notebook(assignment, notebook)})
+    grade(root, out, jobs=2, verbose=False)
+    with open(out / "grades.csv", newline="") as f:
+        rows = {(r["assignment"], r["notebook"]): r for r in csv.DictReader(f)}
+    for key in trained:
+        assert rows[key]["status"] == "graded" and float(rows[key]["score"]) == float(rows[key]["max_score"]), rows[key]

@@ -538,6 +538,7 @@ def _validate_gradients(got, case):
 
 MASK_GRADIENTS = Function(
     "mask_gradients", args=("tokens", "periods", "model", "n_heads"), outputs=("grads",), tracks=("numpy",),
+    reproducible="reproducible_finite_differences",  # differences divide the rounding of two forward passes by eps
     doc="mask_gradients(tokens (N, T), periods (N,), model, n_heads, eps=1e-3) -> (N, L, H): each sequence's "
         "d predictable_loss / d head_mask at head_mask = 1, by central_difference of masked_forward.",
     visible=gradients_visible, hidden=gradients_hidden,

@@ -484,6 +484,8 @@ class Checks:
     def _judge_answer(self, question: "Question", record, hidden: bool) -> str:
         value = read_answer(question, record)
         shown = number(value) if question.kind == "number" else value  # compared unrounded, shown rounded
+        if question.run is not None:
+            self._run_summary(question, record)  # a missing run is said now, not only at grading
         if not hidden:
             return (f"\u2714 {question.name}: your answer, {shown}, is recorded. Questions are "
                     "marked when the notebook is graded.")
@@ -496,19 +498,23 @@ class Checks:
                      + next(m for m in question.mistakes if m.label == label).message)
         fail(f"{question.name}: {shown} is not the answer. {question.hint}".strip())
 
-    def _expected_answers(self, question: "Question", record: dict) -> tuple:
-        """The right answer and the known wrong ones ``{label: value}``: stored with the hidden
-        cases, or for a question about the student's run computed from that run."""
-        if question.run is None:
-            case = self.cases(question.name, hidden=True)[0]
-            return case.expected["answer"], {label: v["answer"] for label, v in case.variants.items()}
+    @staticmethod
+    def _run_summary(question: "Question", record: dict):
         run = record.get("run")
         if not isinstance(run, dict) or "summary" not in run:
             problem = run.get("problem") if isinstance(run, dict) else None
             fail(f"{question.name} is judged against your own run, {question.run.shown}, and "
                  f"{problem or 'the check found no run'}: run the cells above this one in order, "
                  "then this check again.")
-        summary = run["summary"]
+        return run["summary"]
+
+    def _expected_answers(self, question: "Question", record: dict) -> tuple:
+        """The right answer and the known wrong ones ``{label: value}``: stored with the hidden
+        cases, or for a question about the student's run computed from that run."""
+        if question.run is None:
+            case = self.cases(question.name, hidden=True)[0]
+            return case.expected["answer"], {label: v["answer"] for label, v in case.variants.items()}
+        summary = self._run_summary(question, record)
         try:
             return (question.answer(summary),
                     {m.label: m.outputs(summary) for m in question.mistakes})

@@ -17,6 +17,11 @@ SEEDS = (0, 1, 2, 3, 4)            # the page's
 # unset and COMPATIBLE): the one head's weaker readout 0.18-0.58, its entropy 0.95-0.98 nats; the two
 # heads 1.000 on both readouts with entropies below 0.02. The bounds keep a margin on either side.
 ONE_HEAD_WEAKER_AT_MOST = 0.7
+# The controls (one head, MLP readout, 300 steps), seeds 0-4: the symmetric task 1.000 with entropy
+# 0.77-0.78; the ordered task's weaker readout 0.80-1.00 with entropy 0.55-0.76. The page says the MLP
+# gets the ordered task further than the linear readouts: the threshold lies between the two ranges.
+SYMMETRIC_AT_LEAST = 0.95
+BLENDED_ENTROPY_AT_LEAST = 0.4
 ONE_HEAD_ENTROPY_AT_LEAST = math.log(2) + 0.1
 TWO_HEADS_WEAKER_AT_LEAST = 0.95
 TWO_HEADS_ENTROPY_AT_MOST = 0.1
@@ -35,6 +40,23 @@ def page_runs(seeds):
         one, two = (ns["train"](n_heads, seed=seed) for n_heads in (1, 2))
         rows.append({"seed": seed, "one": one["accuracy"][-1], "one_entropy": one["entropy"][-1],
                      "two": two["accuracy"][-1], "two_entropy": two["entropy"][-1]})
+    return rows
+
+
+def control_runs(seeds):
+    """The page's controls, one head with an MLP readout for 300 steps, on the symmetric and the ordered
+    task: each seed's last accuracies and entropy."""
+    import nbformat
+    from autograder.paths import REPO_ROOT
+    page = {c.id: c.source for c in nbformat.read(str(REPO_ROOT / "book" / f"{ASSIGNMENT}.ipynb"), as_version=4).cells}
+    ns = {}
+    exec(page["setup"], ns)
+    exec(page["experiment"], ns)
+    rows = []
+    for seed in seeds:
+        for task in ("symmetric_target", "ordered_targets"):
+            log = ns["train"](1, ns[task], mlp=True, steps=300, seed=seed)
+            rows.append({"seed": seed, "task": task, "accuracy": log["accuracy"][-1], "entropy": log["entropy"][-1][0]})
     return rows
 
 
@@ -76,3 +98,15 @@ def test_the_notebook_run_shows_the_bottleneck_and_its_answers_are_right(setting
     run = run_under(setting, "test_ch02_other_machines", "notebook_run")
     assert_bottleneck(run["one"]["accuracy"], run["one"]["entropy"], run["two"]["accuracy"],
                       run["two"]["entropy"], str(setting))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("setting", settings(1, first=3))
+def test_the_controls_hold_on_every_seed(setting):
+    for row in run_under(setting, "test_ch02_other_machines", "control_runs", list(SEEDS)):
+        where = f"{setting}, seed {row['seed']}, {row['task']}"
+        assert row["entropy"] >= BLENDED_ENTROPY_AT_LEAST, f"{where}: the one head's rows are sharp, {row}"
+        if row["task"] == "symmetric_target":
+            assert min(row["accuracy"]) >= SYMMETRIC_AT_LEAST, f"{where}: one head did not solve it, {row}"
+        else:   # further than the linear readouts' weaker token ever gets (ONE_HEAD_WEAKER_AT_MOST)
+            assert min(row["accuracy"]) > ONE_HEAD_WEAKER_AT_MOST, f"{where}: the MLP got no further, {row}"

@@ -65,3 +65,6 @@ def test_measured_numbers_are_glued_into_the_page_and_its_words_hold(build):
     assert min(r[3] for r in rows) > math.log(2), "the text says the one head's rows are wider than log 2"
     assert min(two_worse) > max(one_worse), "the text says two heads beat one on every seed"
     assert re.search(r"Training took [\d.]+ s for the five one-head models and [\d.]+ s", text)
+    # The controls: the symmetric task solved by one blended head, the ordered one taken further by the MLP.
+    assert _glued(text, r"reaches ([\d.]+) in 300 steps") >= 0.95
+    assert _glued(text, r"ordered task: ([\d.]+) on its weaker readout") > max(one_worse)

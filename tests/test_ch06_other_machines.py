@@ -48,7 +48,7 @@ def notebook_run():
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("setting", settings(1))
+@pytest.mark.parametrize("setting", settings(1, first=1))
 def test_every_seed_learns_the_task_with_its_heads_and_the_shortcut_stays_a_shortcut(setting):
     result = run_under(setting, "test_ch06_other_machines", "recipe_runs", list(SEEDS))
     for run in result["runs"]:
@@ -63,7 +63,7 @@ def test_every_seed_learns_the_task_with_its_heads_and_the_shortcut_stays_a_shor
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("setting", settings(2)[1:])
+@pytest.mark.parametrize("setting", settings(1, first=2))
 def test_the_notebook_trains_and_its_answers_are_right(setting):
     asked = run_under(setting, "test_ch06_other_machines", "notebook_run")
     assert "shortcut_accuracy" in asked

@@ -1,6 +1,10 @@
 """Generated files (release notebooks, reference outputs) match what one command
 produces from the solutions now, the staleness checks notice a change, hidden
-cases follow their seed, and the package students install holds no hidden case."""
+cases follow their seed, and the package students install holds no hidden case.
+Regenerated arrays count as equal within a few ulps of their largest value (what
+another CPU's order of sums changes), and a trained model file is rebuilt only
+when missing or asked (``references --retrain``) and judged by what it does,
+never by equality with a new training run."""
 import os
 import shutil
 import subprocess
@@ -12,12 +16,15 @@ import nbformat
 import numpy as np
 import pytest
 
+from autograder import cli, references
 from autograder.paths import HIDDEN_CASES_DIR, REPO_ROOT, SOLUTIONS_DIR, VISIBLE_CASES_DIR
 from autograder.references import DEFAULT_HIDDEN_SEED, stale_references, stored_seed, write_references
 from autograder.release import stale_release_files
 from course import ASSIGNMENTS, FIRST
 from mha_checks.cases import case_file, load_cases
 from mha_checks.chapters import chapter
+from mha_checks.engine import Generated
+from mha_checks.tolerances import NAMED
 
 HOW_TO_FIX = "regenerate with `python -m autograder release` and `python -m autograder references`, then commit"
 
@@ -194,3 +201,207 @@ def test_no_test_hard_codes_a_chapter_outside_its_own_tests():
             if assignment in text and not path.stem.startswith((prefix, f"test_{prefix}")):
                 offenders.append(f"{path.relative_to(tests)} names {assignment}")
     assert not offenders, offenders
+
+
+# --------------------------------------------------------------------------
+# Comparing regenerated arrays: a bound scaled by the array's largest value
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_array_accepts_a_few_ulps_of_the_largest_value_where_values_near_zero_differ_wholly(dtype):
+    """A value near zero made by cancellation changes in every digit when sums run in another order;
+    what stays the same is the array to a few ulps of its largest value."""
+    ulp = np.finfo(dtype).eps * 1000
+    stored = np.array([1000, -3, 3 * ulp, 0], dtype=dtype)
+    fresh = stored + np.array([4, 2, -8, 5], dtype=dtype) * ulp   # the third element changes sign
+    assert np.sign(fresh[2]) == -np.sign(stored[2])
+    assert references.same_array(fresh, stored) and references.same_array(stored, fresh)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_array_rejects_a_change_of_a_thousandth_of_the_largest_value(dtype):
+    stored = np.array([[1000, -3], [0.5, 0]], dtype=dtype)
+    for index in np.ndindex(stored.shape):
+        fresh = stored.copy()
+        fresh[index] += dtype(1e-3 * 1000)
+        assert not references.same_array(fresh, stored), index
+
+
+def test_same_array_takes_the_named_bound_of_the_check():
+    """Finite differences amplify rounding: their looser named bound accepts what the default refuses."""
+    stored = np.array([1.0, 0.25])
+    fresh = stored + np.array([0, 1000 * np.finfo(np.float64).eps])
+    assert not references.same_array(fresh, stored)
+    assert references.same_array(fresh, stored, "reproducible_finite_differences")
+
+
+def test_same_array_compares_arrays_of_other_kinds_exactly():
+    ints = np.array([1, 2, 3])
+    assert references.same_array(ints, ints.copy())
+    assert not references.same_array(ints, np.array([1, 2, 4]))
+    assert not references.same_array(np.array([True, False]), np.array([True, True]))
+    assert not references.same_array(np.array([10**9]), np.array([10**9 + 1]))   # no tolerance for integers
+    assert not references.same_array(ints, ints.astype(np.float64)), "another dtype is another array"
+    assert not references.same_array(ints, ints[:2]), "another shape is another array"
+
+
+def test_same_array_counts_nan_equal_to_nan_and_handles_inf():
+    assert references.same_array(np.array([1.0, np.nan]), np.array([1.0, np.nan]))
+    assert not references.same_array(np.array([1.0, np.nan]), np.array([1.0, 1.0]))
+    assert references.same_array(np.array([np.inf, -np.inf, 2.0]), np.array([np.inf, -np.inf, 2.0]))
+    assert not references.same_array(np.array([np.inf, 2.0]), np.array([-np.inf, 2.0]))
+    assert not references.same_array(np.array([np.inf, 2.0]), np.array([1.0, 2.0]))
+    # An infinity is no scale: the finite values are still compared within their own bound.
+    assert not references.same_array(np.array([np.inf, 2.0]), np.array([np.inf, 3.0]))
+    assert references.same_array(np.array([np.inf, np.nan]), np.array([np.inf, np.nan]))
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_case_is_regenerated_within_its_checks_named_bound(assignment):
+    for function in chapter(assignment).functions:
+        assert function.reproducible in NAMED, f"{function.name}: no bound named {function.reproducible!r}"
+        assert references._bound(assignment, f"{function.name}/hidden/00/expected/out") == function.reproducible
+    for question in chapter(assignment).questions:
+        assert references._bound(assignment, f"{question.name}/hidden/00/expected/answer") == "reproducible"
+
+
+# --------------------------------------------------------------------------
+# Generated files: a trained one is kept unless asked, and judged by what it does
+# --------------------------------------------------------------------------
+
+class FakeChapter:
+    """A chapter with one generated file, whose build and behaviour record their calls; no notebook runs."""
+
+    def __init__(self, path, trained: bool, problems=()):
+        self.builds, self.judged = [], []
+        self.weights = np.array([1.0, 2.0])
+
+        def build(sol):
+            self.builds.append(sol)
+            return {"weights": self.weights, "n_heads": 2}
+
+        def behaviour(arrays, solution):
+            self.judged.append((arrays, solution("3_pytorch")))
+            return list(problems)
+
+        self.generated = (Generated(path, "3_pytorch", build, behaviour=behaviour if trained else None),)
+
+
+@pytest.fixture
+def fake_generated(monkeypatch, tmp_path):
+    """``make(trained, problems=())``: a fake chapter for ``references``, its file ``<tmp>/model.npz``."""
+    def make(trained: bool, problems=()):
+        fake = FakeChapter(tmp_path / "model.npz", trained, problems)
+        monkeypatch.setattr(references, "chapter", lambda assignment: fake)
+        monkeypatch.setattr(references, "_solutions", lambda assignment, solutions_dir: lambda notebook: {"from": notebook})
+        return fake
+    return make
+
+
+def _write(path, **arrays):
+    np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def _read(path) -> dict:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_write_generated_keeps_a_trained_file_that_exists(fake_generated):
+    fake = fake_generated(trained=True)
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=2)
+    assert references.write_generated("toy") == []
+    assert fake.builds == [], "the model was retrained"
+    assert np.array_equal(_read(path)["weights"], [7.0, 8.0])
+
+
+def test_write_generated_retrains_a_trained_file_when_asked(fake_generated):
+    fake = fake_generated(trained=True)
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=2)
+    assert references.write_generated("toy", retrain=True) == [path]
+    assert fake.builds == [{"from": "3_pytorch"}]
+    assert np.array_equal(_read(path)["weights"], fake.weights)
+
+
+def test_write_generated_trains_a_trained_file_that_is_missing(fake_generated):
+    fake = fake_generated(trained=True)
+    path = fake.generated[0].path
+    assert references.write_generated("toy") == [path]
+    assert _read(path).keys() == {"weights", "n_heads"} and np.array_equal(_read(path)["weights"], fake.weights)
+
+
+def test_write_generated_always_rewrites_a_file_that_is_not_trained(fake_generated):
+    fake = fake_generated(trained=False)
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=2)
+    assert references.write_generated("toy") == [path]
+    assert np.array_equal(_read(path)["weights"], fake.weights)
+
+
+def test_write_references_passes_retrain_on_to_the_generated_files(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(references, "write_generated",
+                        lambda assignment, solutions_dir, retrain=False: asked.append(retrain) or [])
+    monkeypatch.setattr(references, "build_references", lambda *a, **k: {"x": np.zeros(1)})
+    monkeypatch.setattr(references, "case_file", lambda assignment, split, *dirs: tmp_path / f"{split}.npz")
+    for retrain in (False, True):
+        references.write_references("toy", retrain=retrain)
+    assert asked == [False, True]
+
+
+def test_stale_generated_reports_a_trained_files_behaviour_problems(fake_generated):
+    fake = fake_generated(trained=True, problems=["too weak"])
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=2)
+    assert references.stale_generated("toy") == [f"{path.parent.name}/model.npz: too weak"]
+    (arrays, solution), = fake.judged
+    assert np.array_equal(arrays["weights"], [7.0, 8.0]), "the behaviour was not judged on the stored file"
+    assert solution == {"from": "3_pytorch"}
+
+
+def test_stale_generated_never_compares_a_trained_file_by_equality(fake_generated):
+    """Another CPU trains other weights: a stored model that a fresh run would not equal is fine
+    as long as it does what the chapter says."""
+    fake = fake_generated(trained=True)
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=3)
+    assert references.stale_generated("toy") == []
+    assert fake.builds == [], "the staleness check trained a model"
+    assert len(fake.judged) == 1
+
+
+def test_stale_generated_reports_a_missing_trained_file(fake_generated):
+    fake = fake_generated(trained=True)
+    assert references.stale_generated("toy") == [f"{fake.generated[0].path}: missing"]
+    assert fake.judged == []
+
+
+def test_stale_generated_compares_a_file_that_is_not_trained_by_equality(fake_generated):
+    fake = fake_generated(trained=False)
+    path = fake.generated[0].path
+    _write(path, weights=[7.0, 8.0], n_heads=2)
+    assert references.stale_generated("toy") == [f"{path.parent.name}/model.npz:weights: values differ"]
+    _write(path, weights=fake.weights, n_heads=2)
+    assert references.stale_generated("toy") == []
+
+
+def test_every_trained_generated_file_of_the_course_is_committed():
+    """A trained file is built only when missing: the committed one is what students load."""
+    for assignment in ASSIGNMENTS:
+        for generated in chapter(assignment).generated:
+            if generated.trained:
+                assert Path(generated.path).exists(), f"{generated.path}: missing; `references --retrain` builds it"
+
+
+def test_the_references_command_offers_retrain_and_passes_it_on(monkeypatch):
+    help_text = subprocess.run([sys.executable, "-m", "autograder", "references", "--help"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout
+    assert "--retrain" in help_text
+    asked = []
+    monkeypatch.setattr(references, "write_references",
+                        lambda assignment, hidden_seed, retrain: asked.append((assignment, retrain)) or [])
+    assert cli.main(["references", FIRST]) == 0
+    assert cli.main(["references", "--retrain", FIRST]) == 0
+    assert asked == [(FIRST, False), (FIRST, True)]

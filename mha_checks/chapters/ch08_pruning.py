@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import toy_task
 from ..cases import grouped_args
-from ..engine import (Chapter, Custom, Function, Generated, Mistake, Question, describe_exception, fail,
+from ..engine import (Chapter, Custom, FromRun, Function, Generated, Mistake, Question, describe_exception, fail,
                       judge_exception)
 from . import layers
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
@@ -939,6 +939,17 @@ def _judge_gates(checks, record):
 # Questions
 # --------------------------------------------------------------------------
 
+def _gates_summary(closed_heads, importance_order) -> dict:
+    """Whether the heads the student's gates closed are among the 4 of lowest importance: "yes" or "no"."""
+    closed = {tuple(int(v) for v in head) for head in closed_heads}
+    lowest = {tuple(int(v) for v in head) for head in list(importance_order)[:4]}
+    return {"closed_among_lowest": "yes" if closed <= lowest else "no"}
+
+
+# The gates are trained in the student's notebook (random gate samples, Adam): which heads they close can
+# differ between machines, so the question about them is judged against the student's own run.
+GATES_RUN = FromRun(("closed_heads", "importance_order"), _gates_summary)
+
 QUESTIONS = (
     Question(
         "heads_pruned_before_drop", notebook="1_numpy", tracks=("numpy",),
@@ -1014,7 +1025,7 @@ QUESTIONS = (
         "gates_closed", notebook="3_pytorch", tracks=("torch",), kind="choice", choices=("yes", "no"),
         doc="After training the gates, is every head the gates closed among the 4 heads of lowest gradient "
             "importance?",
-        answer=lambda sol: sol["gates_closed"],
+        answer=lambda run: run["closed_among_lowest"], run=GATES_RUN,
         hint="closed_heads and importance_order are printed by the gates cell: compare them."),
 )
 

@@ -58,12 +58,13 @@ TORCH_FUNCTIONS = ("AttentionOnlyTransformer", "train")
 SOLUTION_NAMES = {"1_numpy": NUMPY_FUNCTIONS, "3_pytorch": TORCH_FUNCTIONS}
 
 from mha_checks import toy_task  # noqa: E402 - the course's package, next to this folder
-from mha_checks.chapters.ch06_what_heads_learn import course_layout  # noqa: E402
+from mha_checks.chapters.ch06_what_heads_learn import PREVIOUS_HEAD, course_layout  # noqa: E402
+from mha_checks.chapters.ch07_redundancy import load_course_model  # noqa: E402
 
-SEEDS = (toy_task.COURSE_SEED, 1, 2)                  # the first is the course's model
+SEEDS = (toy_task.COURSE_SEED, 1, 2, 3, 4)            # the first is the course's model's
 STEPS = toy_task.TRAINING["steps"]
 THREADS = 1                 # as the model file and the solution notebook's training cells pin it
-PREVIOUS_THRESHOLD = 0.2    # a layer-0 head above this previous-token score is a "previous-token head"
+PREVIOUS_THRESHOLD = PREVIOUS_HEAD   # a layer-0 head above this previous-token score is a "previous-token head"
 SHORTCUT_PERIOD, SHORTCUT_STEPS = toy_task.SHORTCUT_PERIOD, toy_task.SHORTCUT_STEPS
 FINAL_STEPS = 20            # the final loss is the mean of the last FINAL_STEPS steps' losses
 TOP = 5                     # top heads per MiniLM role
@@ -213,18 +214,17 @@ def single_knockouts(course: dict, model: dict, n_heads: int, tokens, periods) -
 
 
 def check_course_model(course: dict, model) -> dict:
-    """The seed-0 model against the course's model file; raises when they differ."""
+    """The seed-0 model against the course's model file, trained the same way. On the machine that made
+    the file they are the same; on another CPU, kernel or thread count training sums in another order and
+    the weights differ (the file is kept: ``references --retrain`` replaces it). Either way the NumPy
+    forward pass of the file's model must give what PyTorch gives for it."""
     stored, n_heads = toy_task.load_model()
     gap = largest_difference(course_layout(model), stored)
-    if not gap <= MATCH_TOLERANCE:
-        raise AssertionError(f"the seed-0 model differs from {toy_task.MODEL_FILE.name} by {gap:.2e} "
-                             f"(more than {MATCH_TOLERANCE}): regenerate the model file "
-                             "(python -m autograder references ch06_what_heads_learn) or check torch's version")
     tokens, _ = held_out_set()
-    torch_logits, _ = torch_run(model, tokens)
     numpy_logits, _ = course["attention_only_forward"](tokens, stored, n_heads)
+    torch_logits, _ = torch_run(load_course_model(course["AttentionOnlyTransformer"]()), tokens)
     return {"file": str(toy_task.MODEL_FILE.relative_to(REPO)), "tolerance": MATCH_TOLERANCE,
-            "max_abs_difference": float(f"{gap:.3g}"), "matches": True, "n_heads": n_heads,
+            "max_abs_difference": float(f"{gap:.3g}"), "matches": bool(gap <= MATCH_TOLERANCE), "n_heads": n_heads,
             "numpy_forward_vs_torch_max_abs_logits": float(f"{np.abs(numpy_logits - torch_logits).max():.2g}")}
 
 
@@ -329,10 +329,16 @@ def run(course: dict, seeds=SEEDS, steps: int = STEPS, minilm: bool = True, log=
         log(f"  training seed {seed} ({steps} steps, {THREADS} thread)", file=sys.stderr, flush=True)
         record, model = measure_seed(course, seed, steps)
         runs.append(record)
+        layout, scores = course_layout(model), record["scores"]
         if seed == toy_task.COURSE_SEED and steps == STEPS:
             course_model = check_course_model(course, model)
-        layout = layouts[seed] = course_layout(model)
-        knockouts[str(seed)] = group_knockouts(course, layout, toy_task.N_HEADS, record["scores"], tokens, periods)
+            # The knockouts of the course's seed are those of its model file, which the notebooks load: the
+            # seed retrained on another machine gives other weights (course_model says by how much).
+            layout = toy_task.load_model()[0]
+            course_model["scores"] = scores = head_scores(
+                course, course["attention_only_forward"](tokens, layout, toy_task.N_HEADS)[1], tokens)
+        layouts[seed] = layout
+        knockouts[str(seed)] = group_knockouts(course, layout, toy_task.N_HEADS, scores, tokens, periods)
         if seed == toy_task.COURSE_SEED:
             knockouts[str(seed)]["single"] = single_knockouts(course, layout, toy_task.N_HEADS, tokens, periods)
     result["training"] = {"runs": runs, "summary": {key: spread([r[key] for r in runs])
@@ -377,7 +383,7 @@ def training_table(result: dict) -> str:
 
 
 def scores_table(result: dict) -> str:
-    scores = result["training"]["runs"][0]["scores"]
+    scores = result["course_model"]["scores"]     # the model file's, which the notebooks load
     rows = [_row(["head", "previous-token score", "induction score", "mean entropy (nats)"]),
             _row(["---", "---:", "---:", "---:"])]
     for l, (prev, ind, ent) in enumerate(zip(scores["previous"], scores["induction"], scores["entropy"])):

@@ -45,6 +45,37 @@ def page_html(html_dir, name):
 
 
 
+# --------------------------------------------------------------------------- parallel runs (pytest-xdist)
+
+SHARED_SCOPES = ("module", "package", "session")
+
+
+def _shared_fixture(item) -> str:
+    """The name of a module- or session-wide fixture the test uses, if any: the website's build first."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs if info is not None else {}
+    shared = [name for name in sorted(defs) if defs[name] and defs[name][-1].scope in SHARED_SCOPES]
+    return "build" if "build" in shared else next(iter(shared), "")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``-n N --dist loadgroup`` (the README's test command), tests that share an expensive
+    fixture run on one worker, so that it is made once: the website's build for every test that reads
+    it, a module's own shared fixture (a graded class, a benchmark's run) for that module's tests, per
+    chapter where the tests are parametrized by chapter. Every other test goes wherever a worker is
+    free. Without pytest-xdist the marks do nothing."""
+    for item in items:
+        shared = _shared_fixture(item)
+        if not shared:
+            continue
+        if shared == "build":
+            group = "website"
+        else:
+            chapter = getattr(getattr(item, "callspec", None), "params", {}).get("assignment", "")
+            group = f"{item.module.__name__}:{chapter}"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # --------------------------------------------------------------------------- measurements in the run's summary
 
 _SUMMARY_KEY = pytest.StashKey[list]()

@@ -69,10 +69,20 @@ def test_unimplemented_function_says_so():
 @functools.lru_cache(maxsize=None)  # the visible and the hidden test of a mutant share one run of its notebook
 def _mutated(assignment, mutant):
     """The solution notebook with the mutant planted. A function's check needs only the definitions;
-    a question's answer comes out of the notebook's experiments, which then run too."""
+    a question's answer comes out of the notebook's experiments. A mutant of the answer's own cell reads
+    them as the solution's run left them, so that cell alone runs again, on a copy of that run's names
+    (test_a_wrong_answer_planted_alone_equals_the_notebook_run_with_it proves it the same)."""
+    if _answers_its_own_cell(assignment, mutant):
+        namespace = dict(solution(assignment, mutant.notebook))
+        exec(compile(mutant.source, f"{mutant.name} (planted)", "exec"), namespace)
+        return namespace
     question = isinstance(chapter(assignment).checks.get(mutant.check), Question)
     return solution_namespace(solution_path(assignment, mutant.notebook),
                               replace={mutant.cell: mutant.source}, definitions_only=not question)
+
+
+def _answers_its_own_cell(assignment, mutant) -> bool:
+    return isinstance(chapter(assignment).checks.get(mutant.check), Question) and mutant.cell == mutant.check
 
 
 def _kind(p):
@@ -135,3 +145,15 @@ def test_a_notebook_check_judges_what_went_through_the_graders_transport(monkeyp
     first = chapter(assignment).functions[0].name
     getattr(checks_for(assignment, "1_numpy"), first)(solution(assignment, "1_numpy")[first])
     assert len(crossed) == 1 and isinstance(crossed[0], list)
+
+
+def test_a_wrong_answer_planted_alone_equals_the_notebook_run_with_it():
+    """The shortcut of ``_mutated``: for the answer-cell mutants of the first notebook that has any, the
+    answer computed on the solution's run equals the answer of the whole notebook run with the mutant."""
+    for assignment, mutant in (p.values for p in all_mutants()):
+        if _answers_its_own_cell(assignment, mutant):
+            whole = solution_namespace(solution_path(assignment, mutant.notebook), replace={mutant.cell: mutant.source})
+            planted = _mutated(assignment, mutant)
+            assert repr(planted[mutant.check]) == repr(whole[mutant.check]), mutant.name
+            return
+    pytest.skip("no question mutant replaces its answer's own cell")

@@ -114,19 +114,31 @@ def test_every_run_question_of_the_registry_is_judged_from_the_run_alone(monkeyp
     monkeypatch.setattr(Checks, "cases", lambda self, function, hidden=False: pytest.fail(f"{function}: stored case read"))
 
     class MadeUpRun(dict):
+        """Each name holds its own number, or for a choice question one of its choices."""
+        def __init__(self, question):
+            super().__init__()
+            self.question = question
+
         def __missing__(self, key):
-            return 0.05 + 0.9 * (zlib.crc32(str(key).encode()) % 997) / 997
+            draw = zlib.crc32(str(key).encode()) % 997
+            if self.question.kind == "choice":
+                return self.question.choices[draw % len(self.question.choices)]
+            return 0.05 + 0.9 * draw / 997
+
+    def answered(question, value) -> dict:
+        return {"number": float(value)} if question.kind == "number" else {"text": str(value)}
 
     questions = run_questions()
     assert questions, "the registry declares no question about the student's run"
     for assignment, question in questions:
         check = chapter(assignment).checks_class()(question.tracks[0])
-        run = {"summary": MadeUpRun()}
-        right = float(question.answer(run["summary"]))
-        assert check.judge(question.name, {"number": right, "run": run}, hidden=True).endswith("is right.")
+        run = {"summary": MadeUpRun(question)}
+        record = {**answered(question, question.answer(run["summary"])), "run": run}
+        assert check.judge(question.name, record, hidden=True).endswith("is right.")
         for mistake in question.mistakes:
+            record = {**answered(question, mistake.outputs(run["summary"])), "run": run}
             with pytest.raises(CheckFailure, match="is not the answer") as failure:
-                check.judge(question.name, {"number": float(mistake.outputs(run["summary"])), "run": run}, hidden=True)
+                check.judge(question.name, record, hidden=True)
             assert mistake.message in str(failure.value), f"{assignment}.{question.name}: {failure.value}"
 
 

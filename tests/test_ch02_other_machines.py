@@ -27,14 +27,20 @@ TWO_HEADS_WEAKER_AT_LEAST = 0.95
 TWO_HEADS_ENTROPY_AT_MOST = 0.1
 
 
-def page_runs(seeds):
-    """The page's experiment cell trained for ``seeds``: each seed's last accuracies and entropies."""
+def _page_experiment() -> dict:
+    """The names the page's setup and experiment cells define (``train`` and the tasks), without its runs."""
     import nbformat
     from autograder.paths import REPO_ROOT
     page = {c.id: c.source for c in nbformat.read(str(REPO_ROOT / "book" / f"{ASSIGNMENT}.ipynb"), as_version=4).cells}
     ns = {}
     exec(page["setup"], ns)
     exec(page["experiment"], ns)
+    return ns
+
+
+def page_runs(seeds):
+    """The page's experiment cell trained for ``seeds``: each seed's last accuracies and entropies."""
+    ns = _page_experiment()
     rows = []
     for seed in seeds:
         one, two = (ns["train"](n_heads, seed=seed) for n_heads in (1, 2))
@@ -46,12 +52,7 @@ def page_runs(seeds):
 def control_runs(seeds):
     """The page's controls, one head with an MLP readout for 300 steps, on the symmetric and the ordered
     task: each seed's last accuracies and entropy."""
-    import nbformat
-    from autograder.paths import REPO_ROOT
-    page = {c.id: c.source for c in nbformat.read(str(REPO_ROOT / "book" / f"{ASSIGNMENT}.ipynb"), as_version=4).cells}
-    ns = {}
-    exec(page["setup"], ns)
-    exec(page["experiment"], ns)
+    ns = _page_experiment()
     rows = []
     for seed in seeds:
         for task in ("symmetric_target", "ordered_targets"):

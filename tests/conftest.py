@@ -58,6 +58,7 @@ def _shared_fixture(item) -> str:
     return "build" if "build" in shared else next(iter(shared), "")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist adds the group to the test ids
 def pytest_collection_modifyitems(config, items):
     """Under ``-n N --dist loadgroup`` (the README's test command), tests that share an expensive
     fixture run on one worker, so that it is made once: the website's build for every test that reads
@@ -74,6 +75,7 @@ def pytest_collection_modifyitems(config, items):
             chapter = getattr(getattr(item, "callspec", None), "params", {}).get("assignment", "")
             group = f"{item.module.__name__}:{chapter}"
         item.add_marker(pytest.mark.xdist_group(group))
+
 
 
 # --------------------------------------------------------------------------- measurements in the run's summary

@@ -31,6 +31,7 @@ could not be run at all).
 """
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -43,7 +44,8 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 from mha_checks import registry
@@ -155,23 +157,124 @@ def _portable_name(path: Path) -> str:
     return "/".join(path.parts[-2:])
 
 
+# The modules a grade starts from on the grader's side: this one judges, and the harness runs
+# the checks' collect halves in the sandbox, which starts it by name on a command line, so no
+# import statement leads to it.
+GRADER_ENTRY_MODULES = ("autograder.grading", "autograder.harness")
+
+
 def grading_inputs(assignment: str, source: Path, release: Path) -> list:
-    """Every file a notebook's grade depends on: its instructor notebooks, its chapter's
-    cases and checks, the check engine and the grader. Other chapters' checks and
-    cases are left out, so editing one chapter keeps the others' saved grades; code
-    is found recursively, so a file moved into a subfolder still counts."""
-    chapters_dir = CHECKS_DIR / "chapters"
+    """Every file a notebook's grade depends on: its instructor notebooks, its chapter's case
+    files, the code that grades it and the data files that code reads.
 
-    def is_other_chapter(path: Path) -> bool:
-        if chapters_dir not in path.parents:
-            return False
-        top = path.relative_to(chapters_dir).parts[0]
-        return top != "__init__.py" and top.removesuffix(".py") != assignment
-
-    code = [p for folder in (CHECKS_DIR, PACKAGE_DIR) for p in folder.rglob("*.py")
-            if "__pycache__" not in p.parts and not is_other_chapter(p)]
+    The code is found by reading import statements, not by running them: starting from the
+    chapter's module and the grader's entry modules, every module of the repository's own
+    packages that they import counts, recursively, in whatever folder it lives and wherever the
+    statement is (inside a function too). So the engine, the shared helpers and every earlier
+    chapter whose helpers this one reuses count, and a chapter this one does not import is left
+    out: editing it keeps this chapter's saved grades. A data file of those packages counts when
+    one of these modules names it in a string, as a module that reads the file does. Read from
+    the files, the set is the same in a normal and a shard run, whatever the process imported."""
+    roots = _package_roots()
+    # Named as chapter_module imports it, so no list of chapters is kept here.
+    chapter = f"{chapter_module.__module__}.{assignment}"
+    modules = _imported_closure([chapter, *GRADER_ENTRY_MODULES], roots)
+    code = sorted(set(modules.values()))
     cases = [case_file(assignment, split) for split in ("visible", "hidden")]
-    return [source, release, *cases, *sorted(code)]
+    data = [path for path in _data_files_named_in(code, roots) if path not in cases]
+    return [source, release, *cases, *code, *data]
+
+
+def _package_roots() -> dict:
+    """The repository's own packages by import name; imports of anything else (NumPy, the
+    standard library) are outside the course and not followed."""
+    return {folder.name: folder for folder in (CHECKS_DIR, PACKAGE_DIR)}
+
+
+def _imported_closure(modules: Sequence[str], roots: dict) -> dict:
+    """``{module name: file}`` for ``modules`` and everything they import, recursively."""
+    found, seen, todo = {}, set(), list(modules)
+    while todo:
+        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: they count too.
+        for name in _with_parent_packages(todo.pop()):
+            if name in seen:
+                continue
+            seen.add(name)
+            path = _module_file(name, roots)
+            if path is not None:
+                found[name] = path
+                todo.extend(_modules_imported_by(path, name))
+    return found
+
+
+def _with_parent_packages(module: str) -> list:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _module_file(module: str, roots: dict) -> Optional[Path]:
+    top, *rest = module.split(".")
+    if top not in roots:
+        return None
+    base = roots[top].joinpath(*rest)
+    for candidate in (base / "__init__.py", base.parent / f"{base.name}.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _modules_imported_by(path: Path, module: str) -> set:
+    """The absolute names of the modules ``path`` imports. ``from p import n`` names both ``p``
+    and ``p.n``, as ``n`` may be a submodule; a name that is no module's file is dropped later."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for level, imported, members in _read_code(path.read_bytes())[0]:
+        base = _absolute_module(level, imported, package)
+        if base:
+            names.add(base)
+            names.update(f"{base}.{member}" for member in members if member != "*")
+    return names
+
+
+def _absolute_module(level: int, module: str, package: str) -> str:
+    """``from ..engine import x`` (level 2, ``engine``) in package ``a.b`` reads ``a.engine``."""
+    if level == 0:
+        return module
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return ""  # above the top package: Python refuses it too
+    return ".".join(filter(None, (*parts[:len(parts) - (level - 1)], module)))
+
+
+@lru_cache(maxsize=None)
+def _read_code(source: bytes) -> tuple:
+    """``(imports, strings)`` in a module's source: every import statement as ``(level, module,
+    imported names)``, functions included (they import when called, and grading calls them),
+    and every string constant. Cached by content: a class loads every notebook's assignment."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        # The module's bytes still count; grading reports the error as a grader error per notebook
+        # rather than the whole class stopping here.
+        return (), frozenset()
+    imports, strings = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports += [(0, alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            strings.add(node.value)
+    return tuple(imports), frozenset(strings)
+
+
+def _data_files_named_in(code: Sequence[Path], roots: dict) -> list:
+    """The packages' data files (anything but code) whose name a module of ``code`` writes in a
+    string, e.g. ``Path(__file__).parent / "data" / "model.npz"``."""
+    named = {PurePosixPath(text).name for path in code for text in _read_code(path.read_bytes())[1] if text}
+    return sorted(path for root in roots.values() for path in root.rglob("*")
+                  if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts
+                  and path.name in named)
 
 
 # --------------------------------------------------------------------------- one notebook

@@ -64,9 +64,9 @@ def test_a_changed_submission_is_graded_again(tmp_path):
     assert second["1_numpy"].score == 0
 
 
-def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, monkeypatch):
-    """A notebook's digest changes with its own chapter's checks and with any file of the engine
-    or the grader, however deep; another chapter's checks leave it alone."""
+def copy_of_packages(tmp_path, monkeypatch):
+    """A copy of the checks and the grader that the digests read instead of the checkout's, to
+    edit freely (the sandbox still runs the checkout's code)."""
     from autograder import grading
     from autograder.paths import CHECKS_DIR, PACKAGE_DIR
     ignore = shutil.ignore_patterns("__pycache__")
@@ -75,6 +75,22 @@ def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, mo
     shutil.copytree(PACKAGE_DIR, grader, ignore=ignore)
     monkeypatch.setattr(grading, "CHECKS_DIR", checks)
     monkeypatch.setattr(grading, "PACKAGE_DIR", grader)
+    return checks, grader
+
+
+def insert_before(path, anchor, text):
+    """Edit a module without changing what it does: ``text`` (a comment) before ``anchor``."""
+    original = path.read_text()
+    assert anchor in original, f"{path.name} no longer has {anchor!r}: update this test"
+    path.write_text(original.replace(anchor, text + anchor, 1))
+
+
+def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, monkeypatch):
+    """A notebook's digest changes with its own chapter's checks and with any module of the engine
+    or the grader that grading imports, however deep; another chapter's checks, and a module
+    nothing imports, leave it alone."""
+    from autograder import grading
+    checks, grader = copy_of_packages(tmp_path, monkeypatch)
 
     def digest():
         return grading.load_assignment(ASSIGNMENT, "1_numpy").digest
@@ -92,8 +108,115 @@ def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, mo
         assert digest() != base, f"editing {changed.name} kept the saved grades"
         changed.write_text(original)
     assert digest() == base
-    for nested in (checks / "engine_parts" / "deep" / "helpers.py", grader / "intake" / "lms.py"):
+    nested_imports = ((checks / "engine.py", checks / "engine_parts" / "deep" / "helpers.py",
+                       "from .engine_parts.deep import helpers\n"),
+                      (grader / "grading.py", grader / "intake" / "lms.py",
+                       "def _read_lms():\n    from .intake.lms import Z\n"))
+    for importer, nested, statement in nested_imports:
         nested.parent.mkdir(parents=True)
         nested.write_text("Z = 1\n")
-        assert digest() != base, f"{nested} is not part of the digest"
+        assert digest() == base, f"{nested} is imported by nothing, yet it is part of the digest"
+        original = importer.read_text()
+        importer.write_text(original + statement)
+        imported = digest()
+        nested.write_text("Z = 2\n")
+        assert digest() != imported, f"{nested} is imported by {importer.name}, yet not part of the digest"
+        importer.write_text(original)
         nested.unlink()
+    assert digest() == base
+
+
+CHAPTER_7 = "ch07_redundancy"
+
+
+def dependencies(assignment):
+    """The files in the digest of a chapter's first notebook, named as in every checkout."""
+    from autograder import grading
+    notebooks = (folder / assignment / "1_numpy.ipynb" for folder in (SOLUTIONS_DIR, EXERCISES_DIR))
+    return {grading._portable_name(path) for path in grading.grading_inputs(assignment, *notebooks)}
+
+
+def test_a_chapter_depends_on_the_chapters_it_imports_and_on_no_other():
+    chapter_7, chapter_1 = dependencies(CHAPTER_7), dependencies("ch01_single_head")
+    for needed in ("mha_checks/chapters/ch07_redundancy.py", "mha_checks/chapters/ch04_concat_and_wo.py",
+                   "mha_checks/chapters/ch06_what_heads_learn.py", "mha_checks/chapters/layers.py",
+                   "mha_checks/engine.py", "mha_checks/toy_task.py", "autograder/grading.py",
+                   "autograder/harness.py", "autograder/sandbox.py",
+                   # data files chapter 7's modules read: its gradients, chapter 6's trained model
+                   "mha_checks/data/ch07_redundancy_gradients.npz",
+                   "mha_checks/data/ch06_what_heads_learn_model.npz",
+                   "mha_checks/references/ch07_redundancy.npz", "autograder/hidden_cases/ch07_redundancy.npz"):
+        assert needed in chapter_7, f"{needed} is left out of chapter 7's digest"
+    for unrelated in ("mha_checks/chapters/ch05_cost_and_scale.py", "mha_checks/chapters/ch08_pruning.py",
+                      "mha_checks/references/ch04_concat_and_wo.npz", "mha_checks/data/ch08_pruning_minilm_order.npz",
+                      "autograder/cli.py", "autograder/release.py"):
+        assert unrelated not in chapter_7, f"{unrelated} is in chapter 7's digest; it does not import it"
+    assert "mha_checks/chapters/ch01_single_head.py" in chapter_1 and "mha_checks/engine.py" in chapter_1
+    assert not {name for name in chapter_1 if "ch07" in name or "ch04" in name or "data/" in name}, \
+        "chapter 1 imports neither chapter 4 nor chapter 7 nor any trained file"
+
+
+def test_a_digest_is_the_same_in_every_checkout_and_process(tmp_path, monkeypatch):
+    """Shards compare the digests other machines made: where the checkout lives, and what the
+    process imported before (the shard module, every chapter), must not change them."""
+    from autograder import grading
+    from mha_checks.chapters import chapter_module
+    from mha_checks.registry import assignments
+    here = grading.load_assignment(CHAPTER_7, "1_numpy").digest
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from autograder.grading import load_assignment; "
+         f"print(load_assignment({CHAPTER_7!r}, '1_numpy').digest)"],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True)
+    import autograder.shards  # noqa: F401 (grade imports it for a shard run only)
+    for assignment in assignments():
+        chapter_module(assignment)
+    assert grading.load_assignment(CHAPTER_7, "1_numpy").digest == here == fresh.stdout.strip()
+    elsewhere = []
+    for checkout in (tmp_path / "one", tmp_path / "two" / "deeper"):
+        copy_of_packages(checkout, monkeypatch)
+        elsewhere.append(grading.load_assignment(CHAPTER_7, "1_numpy").digest)
+    assert elsewhere[0] == elsewhere[1]
+
+
+def test_the_import_walk_follows_every_form_of_import(tmp_path):
+    """Absolute and relative imports, ``from package import submodule``, imports inside functions,
+    package ``__init__`` files, folders at any depth; and nothing outside the given packages."""
+    from autograder.grading import _imported_closure
+    files = {"pkg/__init__.py": "", "pkg/a.py": "import numpy\nimport pkg.b\n",
+             "pkg/b.py": "def later():\n    from pkg.sub.c import X\n",
+             "pkg/sub/__init__.py": "", "pkg/sub/c.py": "from .. import d\nfrom ..e import thing\nX = 1\n",
+             "pkg/d.py": "", "pkg/e.py": "from .deep.er import f\n", "pkg/deep/er.py": "f = 1\n",
+             "pkg/unused.py": "import pkg.a\n", "other/x.py": ""}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = _imported_closure(["pkg.a"], {"pkg": tmp_path / "pkg"})
+    assert sorted(found) == ["pkg", "pkg.a", "pkg.b", "pkg.d", "pkg.deep.er", "pkg.e", "pkg.sub", "pkg.sub.c"]
+    assert found["pkg.sub"] == tmp_path / "pkg" / "sub" / "__init__.py"
+
+
+def test_editing_a_helper_two_chapters_down_regrades_and_an_unrelated_chapter_does_not(
+        tmp_path, monkeypatch, capsys):
+    """Chapter 7's checks reuse chapter 4's ``_judge_module`` and chapter 6's model helpers. A
+    resumed grading of chapter 7 must grade again after chapter 4's module changes, and reuse
+    its saved grade after chapter 8's module (which imports chapter 7, not the other way round)
+    changes."""
+    checks, _ = copy_of_packages(tmp_path, monkeypatch)
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    (subs / "student00" / CHAPTER_7).mkdir(parents=True)
+    shutil.copy(SOLUTIONS_DIR / CHAPTER_7 / "1_numpy.ipynb", subs / "student00" / CHAPTER_7)
+    chapters = checks / "chapters"
+
+    def regrade():
+        capsys.readouterr()
+        result = {r.notebook: r for r in grade(subs, out, gpu_available=False)}["1_numpy"]
+        line = next(line for line in capsys.readouterr().out.splitlines() if f"{CHAPTER_7} 1_numpy:" in line)
+        assert result.score == full_marks(CHAPTER_7, "1_numpy")
+        return "(saved result reused)" in line
+
+    assert not regrade()
+    assert regrade(), "nothing changed, yet the saved grade was not reused"
+    insert_before(chapters / "ch08_pruning.py", "\ndef ", "\n# an edit chapter 7 does not see\n")
+    assert regrade(), "editing chapter 8, which chapter 7 does not import, threw chapter 7's grade away"
+    insert_before(chapters / "ch04_concat_and_wo.py", "\ndef _judge_module(", "\n# a changed check\n")
+    assert not regrade(), "chapter 4's check changed, yet chapter 7's old grade was reused"

@@ -3,6 +3,9 @@
 One small class (six students, the ``1_numpy`` notebook, solved and blank) is
 graded once with ``grade`` and once as three shards merged together; the
 merged output must equal the single run's except the time each notebook took.
+Then copies of the shards are edited as a careless or hostile hand with write
+access to the shard folders could, and merge must refuse each edit, naming
+what is wrong, without writing anything inside or outside --out.
 """
 import csv
 import hashlib
@@ -391,3 +394,28 @@ def test_merge_refuses_to_write_through_a_link_out_of_the_output_folder(graded, 
     with pytest.raises(MergeRefused, match="outside the output folder"):
         merge(shard_dirs, out, verbose=False)
     assert snapshot(tmp_path) == before
+
+
+def test_merge_refuses_a_notebook_listed_twice_in_the_class(graded, tmp_path):
+    """A key repeated in every shard's class would be a second, phantom row in grades.csv."""
+    _, _, _, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    for folder in shards:
+        record = manifest(folder)
+        record["class"].append(record["class"][0])
+        write_record(folder, record)
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert "a notebook appears twice in its class" in message and "grade that shard again" in message
+
+
+def test_merge_refuses_a_record_without_the_digests_of_its_results(graded, tmp_path):
+    """A shard.json of the earlier format says nothing about its results' bytes: it is run again."""
+    _, _, _, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    record = manifest(shards[0])
+    del record["result_sha256"]
+    record["format"] = 1
+    write_record(shards[0], record)
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert f"{shards[0] / MANIFEST} cannot be read (format 1, expected 2" in message
+    assert "grade that shard again" in message

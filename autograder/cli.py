@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "students.csv, feedback/, logs/ and results/ that one `grade` run over the "
                     "whole class writes (the seconds column is each shard's timing). Refuses, "
                     "writing nothing, with exit status 1 when a shard is missing (it names the "
-                    "shard and its notebooks), a result is missing, or shards disagree about a "
+                    "shard and its notebooks), a saved result is missing, changed since its shard "
+                    "finished or not a score the grader gives, a name in shard.json is not a "
+                    "safe id, the class differs from students.csv, or shards disagree about a "
                     "notebook, the class or the settings.")
     merge.add_argument("shard_dirs", type=Path, nargs="+", metavar="SHARD_DIR",
                        help="the --out folder of each `grade --shard K/N` run, in any order")

@@ -3,8 +3,12 @@
 One small class (six students, the ``1_numpy`` notebook, solved and blank) is
 graded once with ``grade`` and once as three shards merged together; the
 merged output must equal the single run's except the time each notebook took.
+Then copies of the shards are edited as a careless or hostile hand with write
+access to the shard folders could, and merge must refuse each edit, naming
+what is wrong, without writing anything inside or outside --out.
 """
 import csv
+import hashlib
 import json
 import random
 import re
@@ -188,3 +192,230 @@ def test_a_bad_shard_is_a_usage_error(bad, capsys):
         cli.main(["grade", "submissions", "--shard", bad])
     assert exit_.value.code == 2
     assert "--shard" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shard folders are not trusted
+# Whoever can write to a shard folder (a careless or hostile hand, a broken disk) must not be able
+# to change a grade, invent or drop a student, or make merge write outside --out.
+
+
+def copy_shards(shard_dirs: list, where: Path) -> list:
+    where.mkdir(parents=True)
+    return [Path(shutil.copytree(d, where / d.name)) for d in shard_dirs]
+
+
+def write_record(folder: Path, record: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(record), encoding="utf-8")
+
+
+def result_file(folder: Path, key: tuple) -> Path:
+    student, assignment, notebook = key
+    return folder / "results" / student / assignment / f"{notebook}.json"
+
+
+def record_digest_of_edit(folder: Path, key: tuple) -> None:
+    """What a hand that can write shard.json does after editing a result: record its new digest."""
+    record = manifest(folder)
+    index = [tuple(entry[:3]) for entry in record["notebooks"]].index(key)
+    record["result_sha256"][index] = hashlib.sha256(result_file(folder, key).read_bytes()).hexdigest()
+    write_record(folder, record)
+
+
+def snapshot(root: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def blank_notebook(single: list) -> tuple:
+    """A notebook that scored 0: the one an edit would raise."""
+    return next((r.student, r.assignment, r.notebook) for r in single
+                if r.notebook == "1_numpy" and r.score == 0)
+
+
+def refused(shards: list, out: Path, tmp_path: Path) -> str:
+    """Merge, expecting a refusal that writes nothing anywhere; return its message."""
+    before = snapshot(tmp_path)
+    with pytest.raises(MergeRefused) as refusal:
+        merge(shards, out, verbose=False)
+    assert not out.exists(), "a refused merge writes nothing"
+    assert snapshot(tmp_path) == before, "nor anything outside --out"
+    return str(refusal.value)
+
+
+def test_merge_refuses_a_result_edited_after_its_shard_finished(graded, tmp_path, capsys):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    key = blank_notebook(single)
+    folder = shards[shard_of(key, N) - 1]
+    path = result_file(folder, key)
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for test in saved["tests"]:  # a careful edit: every test passed, the score their sum
+        test["score"] = test["points"]
+    saved["score"] = saved["max_score"]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert f"{path}: changed since its shard finished" in message
+    assert "delete" in message and f"--shard {shard_of(key, N)}/{N}" in message
+    assert cli.main(["merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 1
+    assert str(path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, why", [
+    # the issue's example: 1000 out of 15 with every test failed
+    (lambda saved: saved.update(score=1000), "its score 1000 is not the sum of its tests' scores (0)"),
+    (lambda saved: (saved["tests"][0].update(score=saved["tests"][0]["points"] / 2),
+                    saved.update(score=saved["tests"][0]["points"] / 2)),
+     "test {grade_id} scored {half:g}, but a test scores 0 or all its {points:g} points"),
+    (lambda saved: saved.update(max_score=saved["max_score"] + 1000 - saved["tests"][0]["points"],
+                                score=1000, tests=[{**saved["tests"][0], "points": 1000, "score": 1000},
+                                                   *saved["tests"][1:]]),
+     "its maximum is {raised:g}, but the instructor's notebook gives {max:g} points"),
+    (lambda saved: saved.update(status="graded-ish"), "status 'graded-ish' is not one the grader writes"),
+    (lambda saved: saved.update(notes="not a list"), "notes is not a list of strings"),
+], ids=["1000-of-15", "half-a-test", "more-points", "odd-status", "bad-shape"])
+def test_merge_refuses_an_impossible_result_even_with_its_digest_recorded(graded, tmp_path, edit, why):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    key = blank_notebook(single)
+    folder = shards[shard_of(key, N) - 1]
+    path = result_file(folder, key)
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    first = saved["tests"][0]
+    facts = dict(grade_id=first["grade_id"], points=first["points"], half=first["points"] / 2,
+                 max=saved["max_score"], raised=saved["max_score"] + 1000 - first["points"])
+    edit(saved)
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    record_digest_of_edit(folder, key)
+
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert f"{path}: " + why.format(**facts) in message
+
+
+def test_merge_refuses_two_different_folders_claiming_one_shard(graded, tmp_path):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "b")
+    key = blank_notebook(single)
+    k = shard_of(key, N)
+    # An edited copy of the shard in a folder that sorts first, its record made to agree.
+    edited = Path(shutil.copytree(shards[k - 1], tmp_path / "a" / f"shard{k}"))
+    path = result_file(edited, key)
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for test in saved["tests"]:
+        test["score"] = test["points"]
+    saved["score"] = saved["max_score"]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    record_digest_of_edit(edited, key)
+
+    message = refused([*shards, edited], tmp_path / "merged", tmp_path)
+    assert f"2 folders claim shard {k}/{N} and differ: {edited} and {shards[k - 1]}" in message
+    assert f"{' '.join(key)} in shard {k}/{N} ({edited}) and shard {k}/{N} ({shards[k - 1]})" in message
+
+
+@pytest.mark.parametrize("attack", ["climbing-student", "absolute-student", "climbing-assignment",
+                                    "climbing-notebook"])
+def test_merge_refuses_a_name_that_would_leave_its_folder(graded, tmp_path, attack):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "s1" / "s2")
+    escape = "../../../ESCAPED_BY_MERGE"
+    key = {"climbing-student": (escape, ASSIGNMENT, "1_numpy"),
+           "absolute-student": (str(tmp_path / "abs" / "PHANTOM"), ASSIGNMENT, "1_numpy"),
+           "climbing-assignment": ("student00", escape, "1_numpy"),
+           "climbing-notebook": ("student00", ASSIGNMENT, escape)}[attack]
+    # A full-marks result planted where merge would look for this name, and the name added to the
+    # class of every shard and to the notebooks of the shard it hashes to, as a crafted shard.json would.
+    model = next((r.student, r.assignment, r.notebook) for r in single
+                 if r.notebook == "1_numpy" and r.score)
+    saved = json.loads(result_file(shards[shard_of(model, N) - 1], model).read_text(encoding="utf-8"))
+    saved.update(student=key[0], assignment=key[1], notebook=key[2])
+    home = shards[shard_of(key, N) - 1]
+    planted = result_file(home, key)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text(json.dumps(saved), encoding="utf-8")
+    for folder in shards:
+        record = manifest(folder)
+        record["class"].append(list(key))
+        if folder == home:
+            record["notebooks"].append([*key, saved["digest"]])
+            record["result_sha256"].append(hashlib.sha256(planted.read_bytes()).hexdigest())
+        write_record(folder, record)
+
+    out = tmp_path / "o1" / "o2" / "merged"
+    message = refused(shards, out, tmp_path)
+    assert any(f"{folder / MANIFEST} names {key!r}" in message for folder in shards)
+    assert "grade that shard again" in message
+
+
+@pytest.mark.parametrize("removed", ["a student", "a notebook"])
+def test_merge_refuses_a_student_or_notebook_missing_from_every_record(graded, tmp_path, removed):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    if removed == "a student":
+        gone = [(r.student, r.assignment, r.notebook) for r in single if r.student == "student01"]
+    else:
+        gone = [("student03", ASSIGNMENT, "3_pytorch")]
+    for folder in shards:
+        record = manifest(folder)
+        record["class"] = [key for key in record["class"] if tuple(key) not in gone]
+        kept = [i for i, entry in enumerate(record["notebooks"]) if tuple(entry[:3]) not in gone]
+        record["notebooks"] = [record["notebooks"][i] for i in kept]
+        record["result_sha256"] = [record["result_sha256"][i] for i in kept]
+        write_record(folder, record)
+
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    if removed == "a student":
+        assert "lists 1 student(s) of whom no shard.json records a notebook, so they would vanish " \
+               "from grades.csv: student01." in message
+    else:
+        assert "1 notebook(s) of students in" in message
+        assert f"so they would have no row in grades.csv: student03 {ASSIGNMENT} 3_pytorch." in message
+    assert "students.csv" in message and "grade every shard again" in message
+
+
+def test_merge_refuses_a_result_that_links_outside_its_shard(graded, tmp_path):
+    _, _, single, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    key = blank_notebook(single)
+    path = result_file(shards[shard_of(key, N) - 1], key)
+    elsewhere = tmp_path / "elsewhere.json"
+    shutil.move(path, elsewhere)
+    path.symlink_to(elsewhere)  # the same bytes, so only where it lives is wrong
+
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert f"{path}: lies outside its shard folder" in message
+
+
+def test_merge_refuses_to_write_through_a_link_out_of_the_output_folder(graded, tmp_path):
+    _, _, single, shard_dirs = graded
+    out, elsewhere = tmp_path / "merged", tmp_path / "elsewhere"
+    (out / "logs").mkdir(parents=True)
+    elsewhere.mkdir()
+    (out / "logs" / single[0].student).symlink_to(elsewhere)
+    before = snapshot(tmp_path)
+    with pytest.raises(MergeRefused, match="outside the output folder"):
+        merge(shard_dirs, out, verbose=False)
+    assert snapshot(tmp_path) == before
+
+
+def test_merge_refuses_a_notebook_listed_twice_in_the_class(graded, tmp_path):
+    """A key repeated in every shard's class would be a second, phantom row in grades.csv."""
+    _, _, _, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    for folder in shards:
+        record = manifest(folder)
+        record["class"].append(record["class"][0])
+        write_record(folder, record)
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert "a notebook appears twice in its class" in message and "grade that shard again" in message
+
+
+def test_merge_refuses_a_record_without_the_digests_of_its_results(graded, tmp_path):
+    """A shard.json of the earlier format says nothing about its results' bytes: it is run again."""
+    _, _, _, shard_dirs = graded
+    shards = copy_shards(shard_dirs, tmp_path / "shards")
+    record = manifest(shards[0])
+    del record["result_sha256"]
+    record["format"] = 1
+    write_record(shards[0], record)
+    message = refused(shards, tmp_path / "merged", tmp_path)
+    assert f"{shards[0] / MANIFEST} cannot be read (format 1, expected 2" in message
+    assert "grade that shard again" in message

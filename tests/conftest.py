@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(config, items):
     free. Without pytest-xdist the marks do nothing."""
     for item in items:
         shared = _shared_fixture(item)
-        if not shared:
+        if not shared or item.get_closest_marker("xdist_group"):  # a module may name its group itself
             continue
         if shared == "build":
             group = "website"

@@ -47,7 +47,9 @@ COLAB = "https://colab.research.google.com/"
 # Text that must never be visible outside code: TeX that MathJax did not typeset.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{|\\frac\{|\\sqrt\{")
 
-pytestmark = TIMEOUT
+# The site comes from the session's `build` (requested when a test runs, so the grouping in conftest.py
+# cannot see it): these tests run on the worker that builds the website.
+pytestmark = [TIMEOUT, pytest.mark.xdist_group("website")]
 
 
 # --------------------------------------------------------------------------- the course's pages

@@ -84,7 +84,7 @@ def assert_bottleneck(one_accuracy, one_entropy, two_accuracy, two_entropy, wher
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("setting", settings(2))
+@pytest.mark.parametrize("setting", settings(1))
 def test_the_page_shows_the_bottleneck_on_every_seed(setting):
     rows = run_under(setting, "test_ch02_other_machines", "page_runs", list(SEEDS))
     assert [r["seed"] for r in rows] == list(SEEDS)
@@ -94,7 +94,7 @@ def test_the_page_shows_the_bottleneck_on_every_seed(setting):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("setting", settings(3))
+@pytest.mark.parametrize("setting", settings(2, first=1))
 def test_the_notebook_run_shows_the_bottleneck_and_its_answers_are_right(setting):
     run = run_under(setting, "test_ch02_other_machines", "notebook_run")
     assert_bottleneck(run["one"]["accuracy"], run["one"]["entropy"], run["two"]["accuracy"],

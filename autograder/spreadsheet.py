@@ -38,7 +38,7 @@ def as_text(cell):
 
 
 def write_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV file of ``header`` and ``rows``; every CSV the grader writes goes through here."""
+    """Write ``header`` and ``rows`` as CSV: every CSV file of the grader is written here."""
     # A folder name that is not UTF-8 reaches here with its bytes as surrogates:
     # written escaped, it stays visible and the file stays UTF-8.
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:

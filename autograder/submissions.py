@@ -278,7 +278,7 @@ def _printable(text: str) -> str:
     Warnings quote names from zips and folders, which may hold terminal control
     sequences, or undecodable bytes that would stop ``print``.
     """
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
                    for c in text)
 
 
@@ -406,8 +406,9 @@ def _open_zip(zip_path: Path):
             try:
                 archive = zipfile.ZipFile(io.BufferedReader(_PatchedFile(raw, unmarked)))
             except UnicodeDecodeError as err:
-                raise GradingInputError(f"{zip_path} has a file name that cannot be read ({err}). "
-                                        f"Unzip it with another tool and give the folder.") from None
+                raise GradingInputError(f"{zip_path} has a file name that cannot be read "
+                                        f"({err}). Unzip it with another tool and give the "
+                                        f"folder.") from None
         with archive:
             yield archive, not_utf8
 
@@ -428,7 +429,8 @@ def _names_marked_utf8_wrongly(raw) -> tuple[dict[int, bytes], dict[int, int]]:
         if entry[0] != b"PK\x01\x02":
             raise zipfile.BadZipFile("bad magic number for central directory")
         flags, name_length, extra_length, comment_length = entry[5], *entry[12:15]
-        name = directory[offset + _DIRECTORY_ENTRY.size:][:name_length]
+        name_at = offset + _DIRECTORY_ENTRY.size
+        name = directory[name_at:name_at + name_length]
         if flags & UTF8_FLAG and not _is_utf8(name):
             not_utf8[position] = name
             high_byte = offset + _FLAGS_HIGH_BYTE
@@ -555,12 +557,17 @@ def _without_repeated_paths(files: list, zip_path: Path, warnings: list[str]) ->
         by_path.setdefault(_same_file(parts), []).append((info, parts))
     repeated = [copies for copies in by_path.values() if len(copies) > 1]
     if repeated:
-        shown = [" = ".join(repr(name) for name in dict.fromkeys(info.filename for info, _ in copies))
-                 + f" ({len(copies)} copies)" for copies in repeated]
+        shown = [_copies_shown(copies) for copies in repeated]
         warnings.append(f"{zip_path.name}: skipped every copy of {len(repeated)} file(s) stored "
                         f"more than once (which copy was meant cannot be known; ask the student "
                         f"for the file): {_names(shown, quote=str)}")
     return [copies[0] for copies in by_path.values() if len(copies) == 1]
+
+
+def _copies_shown(copies: list) -> str:
+    """E.g. "'bob/1_numpy.ipynb' = 'bob\\\\1_numpy.ipynb' (2 copies)"."""
+    names = dict.fromkeys(info.filename for info, _ in copies)
+    return " = ".join(repr(name) for name in names) + f" ({len(copies)} copies)"
 
 
 def _same_file(parts: list[str]) -> tuple:

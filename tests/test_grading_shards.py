@@ -241,13 +241,19 @@ def refused(shards: list, out: Path, tmp_path: Path) -> str:
     return str(refusal.value)
 
 
-def test_merge_refuses_a_result_edited_after_its_shard_finished(graded, tmp_path, capsys):
+def blank_result_in_copied_shards(graded, tmp_path):
+    """Copies of the shards, the blank notebook's key, its shard folder, its result file and that
+    result as saved: what an attack on a saved result starts from."""
     _, _, single, shard_dirs = graded
     shards = copy_shards(shard_dirs, tmp_path / "shards")
     key = blank_notebook(single)
     folder = shards[shard_of(key, N) - 1]
     path = result_file(folder, key)
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    return shards, key, folder, path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_merge_refuses_a_result_edited_after_its_shard_finished(graded, tmp_path, capsys):
+    shards, key, folder, path, saved = blank_result_in_copied_shards(graded, tmp_path)
     for test in saved["tests"]:  # a careful edit: every test passed, the score their sum
         test["score"] = test["points"]
     saved["score"] = saved["max_score"]
@@ -274,12 +280,7 @@ def test_merge_refuses_a_result_edited_after_its_shard_finished(graded, tmp_path
     (lambda saved: saved.update(notes="not a list"), "notes is not a list of strings"),
 ], ids=["1000-of-15", "half-a-test", "more-points", "odd-status", "bad-shape"])
 def test_merge_refuses_an_impossible_result_even_with_its_digest_recorded(graded, tmp_path, edit, why):
-    _, _, single, shard_dirs = graded
-    shards = copy_shards(shard_dirs, tmp_path / "shards")
-    key = blank_notebook(single)
-    folder = shards[shard_of(key, N) - 1]
-    path = result_file(folder, key)
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    shards, key, folder, path, saved = blank_result_in_copied_shards(graded, tmp_path)
     first = saved["tests"][0]
     facts = dict(grade_id=first["grade_id"], points=first["points"], half=first["points"] / 2,
                  max=saved["max_score"], raised=saved["max_score"] + 1000 - first["points"])

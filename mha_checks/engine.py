@@ -752,6 +752,11 @@ def worst_mismatch(got: np.ndarray, want: np.ndarray) -> str:
             f"got {number(got[idx])}, expected {number(want[idx])}")
 
 
+def shown_expected(value) -> str:
+    """``", expected <value>"`` in a visible case's message; nothing in a hidden one's."""
+    return "" if judging_hidden() else f", expected {value}"
+
+
 def first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
     """The first index (in row-major order) where ``got`` is outside the tolerance of ``want``, and the
     student's value there. The first rather than the largest: the largest difference would point at the

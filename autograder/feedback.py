@@ -2,8 +2,9 @@
 student's own cells with the errors they raised, and what they printed.
 
 Test cells' source code never appears (the hidden tests stay hidden); a
-failing hidden test shows the check's one-paragraph diagnosis only. Every
-piece of student text is HTML-escaped.
+failing hidden test shows the check's one-paragraph diagnosis only, and what
+the student's code printed while the hidden checks ran is withheld (the page
+says how much). Every piece of student text is HTML-escaped.
 """
 from html import escape
 from pathlib import Path
@@ -54,10 +55,15 @@ def render(result) -> str:
             parts.append(f"<h3>{escape(cell['label'])}</h3><pre>{escape(cell['source'])}</pre>")
             if cell["error"]:
                 parts.append(f"<pre class='fail'>{escape(cell['error'])}</pre>")
-    if result.output:
+    withheld = getattr(result, "withheld_output", "")
+    if result.output or withheld:
         text = result.output[:MAX_OUTPUT_CHARS]
         more = "\n[... cut]" if len(result.output) > MAX_OUTPUT_CHARS else ""
         parts.append(f"<h2>Printed output</h2><pre>{escape(text + more)}</pre>")
+    if withheld:
+        parts.append(f"<p class='note'>Your code printed {len(withheld)} more characters while the hidden "
+                     "checks ran. They are not shown here: the hidden cases' inputs must stay with the grader. "
+                     "Your instructor's log has them.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -59,15 +60,15 @@ from . import protocol
 from .feedback import write_feedback_page
 from .paths import CHECKS_DIR, EXERCISES_DIR, PACKAGE_DIR, SOLUTIONS_DIR
 from .references import write_case_inputs
+from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, new_marker,
+                      run_sandboxed, sandbox_problem)
 from .spreadsheet import write_rows
-from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, run_sandboxed,
-                      sandbox_problem)
 from .submissions import GradingInputError, Submission, discover, write_student_map
 
 COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds", "notes")
 GRADED, MISSING, NEEDS_GPU, FAILED = "graded", "missing", "needs GPU", "failed"
 MAX_ATTEMPTS = 4  # runs of one notebook: the first, and one more per cell or check that broke it
-RESULT_VERSION = 2
+RESULT_VERSION = 3  # 3: what is printed during the hidden checks is kept apart
 GRADER_ERROR = "grader error"
 
 
@@ -92,7 +93,8 @@ class NotebookResult:
     notes: list = field(default_factory=list)
     tests: list = field(default_factory=list)      # TestResult as dicts
     cells: list = field(default_factory=list)      # {"label", "origin", "source", "error"}
-    output: str = ""
+    output: str = ""               # printed before the hidden checks: on the feedback page
+    withheld_output: str = ""      # printed while they ran: in the instructor's log only
     source: str = ""
     digest: str = ""
     grader_errors: list = field(default_factory=list)  # tracebacks of checks that crashed in the judge
@@ -305,7 +307,8 @@ def grade_notebook(sub: Submission, spec: Assignment, limits: Limits, gpu_availa
     run, skipped = _run_until_complete(program, spec, spec.limits(limits), gpu_available, sandboxed,
                                        work_dir, result.notes)
     result.seconds = round(time.monotonic() - started, 1)
-    result.output = _output_text(run)
+    result.output = _output_text(run.output, run.output_dropped)
+    result.withheld_output = _output_text(run.withheld, run.withheld_dropped)
     for _, event in run.events:
         if event.get("event") == protocol.CELL_END and isinstance(event.get("index"), int) \
                 and 0 <= event["index"] < len(result.cells):
@@ -332,23 +335,26 @@ def _run_until_complete(program, spec: Assignment, limits: Limits, gpu: bool, sa
                         work_dir: Path, notes: list):
     """Run the notebook; when a cell or check breaks the run, skip it and run again."""
     skipped = {"cell": {}, "call": {}}
+    calls = [({"index": index, "method": c.method, "target": c.target, "kwargs": c.kwargs_dict()},
+              test.hidden or c.kwargs_dict().get("hidden") is True)
+             for index, (test, c) in enumerate(spec.calls())]
     task = protocol.Task(
         assignment=spec.name, notebook=spec.notebook, track=spec.track,
         cells=[{"label": c.label, "source": c.source} for c in program.cells],
-        calls=[{"method": c.method, "target": c.target, "kwargs": c.kwargs_dict()}
-               for _, c in spec.calls()],
-        cell_seconds=limits.cell_seconds, call_seconds=limits.cell_seconds)
+        calls=[call for call, hidden in calls if not hidden],
+        hidden_calls=[call for call, hidden in calls if hidden],
+        cell_seconds=limits.cell_seconds, call_seconds=limits.cell_seconds, marker=new_marker())
     work_dir.mkdir(parents=True, exist_ok=True)
-    cases = work_dir / "cases.npz"
-    write_case_inputs(spec.name, cases)
+    cases = write_case_inputs(spec.name, work_dir / "cases.npz")
+    hidden_inputs = io.BytesIO()
+    write_case_inputs(spec.name, hidden_inputs, splits=("hidden",))
     started = time.monotonic()
     for _ in range(MAX_ATTEMPTS):
         task.skip_cells, task.skip_calls = sorted(skipped["cell"]), sorted(skipped["call"])
-        task.write(work_dir)
         # All runs of a notebook share one time budget, so reruns cannot multiply it.
         left = limits.notebook_seconds - (time.monotonic() - started)
         run = run_sandboxed(work_dir, cases, spec.name, replace(limits, notebook_seconds=max(left, 1)),
-                            gpu=gpu, sandboxed=sandboxed)
+                            gpu=gpu, sandboxed=sandboxed, task=task, hidden_inputs=hidden_inputs.getvalue())
         culprit = run.unfinished()
         if run.completed or culprit is None or run.killed_reason == NOTEBOOK_TIME_LIMIT:
             if run.killed_reason == NOTEBOOK_TIME_LIMIT:
@@ -421,10 +427,10 @@ def _judge_call(checks, call, data, skipped_reason, blocks: dict) -> tuple:
         return False, f"{label}: {GRADER_ERROR}; the instructor has the details.", traceback.format_exc()
 
 
-def _output_text(run: RunResult) -> str:
-    text = run.output.decode("utf-8", errors="replace")
-    if run.output_dropped:
-        text += f"\n[... {run.output_dropped} more bytes of output not kept]"
+def _output_text(output: bytes, dropped: int) -> str:
+    text = output.decode("utf-8", errors="replace")
+    if dropped:
+        text += f"\n[... {dropped} more bytes of output not kept]"
     return text
 
 
@@ -568,6 +574,9 @@ def _write_log(result: NotebookResult, out_dir: Path) -> None:
     for error in result.grader_errors:
         lines += ["", f"--- {GRADER_ERROR} (a bug in the course's checks, not in the submission) ---", error]
     lines += ["", "--- output ---", result.output]
+    if result.withheld_output:
+        lines += ["", "--- printed while the hidden checks ran (not on the student's feedback page) ---",
+                  result.withheld_output]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 

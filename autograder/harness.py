@@ -1,8 +1,9 @@
 """What runs inside the sandbox: the student's cells, then the checks' collect halves.
 
 Started by :mod:`autograder.sandbox` as
-``python -I -c "...; main('/task', fd)"``; the task it reads and the events it
-reports on file descriptor ``fd`` are described once, in
+``python -I -c "...; main('/task', events_fd, hidden_fd)"``; the task it reads,
+the events it reports on ``events_fd`` and the hidden part it reads from
+``hidden_fd`` after the visible one are described once, in
 :mod:`autograder.protocol`.
 
 Nothing here decides a score: the grader judges the collected data in its own
@@ -68,9 +69,10 @@ def run_cells(shell, task: protocol.Task, report):
         report.send(protocol.CELL_END, index=index, error=_error_text(error))
 
 
-def collect_check_results(checks, namespace, task: protocol.Task, report):
+def collect_check_results(checks, namespace, calls: list, task: protocol.Task, report):
     skip = set(task.skip_calls)
-    for index, call in enumerate(task.calls):
+    for call in calls:
+        index = call["index"]
         if index in skip:
             continue
         report.send(protocol.CALL_START, index=index)
@@ -89,7 +91,41 @@ def collect_check_results(checks, namespace, task: protocol.Task, report):
         report.send(protocol.CALL_END, index=index, data=data)
 
 
-def main(task_dir: str, events_fd: int):
+def mark_end_of_visible_output(marker: str):
+    """Print the marker after everything printed so far: what comes after it is not shown to the student."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:  # the student's code may have replaced or closed them
+            pass
+    try:
+        os.write(1, marker.encode())
+    except OSError:  # standard output closed: the grader never sends the hidden part, and says so
+        pass
+
+
+def receive_hidden_part(fd: int, task: protocol.Task) -> list:
+    """The hidden calls, once the grader sends them; their case inputs join the visible ones."""
+    from mha_checks.cases import add_case_inputs
+    _alarm(task.call_seconds, "waiting for the hidden checks")
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        calls, inputs = protocol.decode_hidden(b"".join(chunks))
+        add_case_inputs(task.assignment, inputs)
+        return calls
+    except Exception as exc:  # noqa: BLE001 - the hidden checks then report no result
+        print(f"grader: the hidden checks did not arrive ({_error_text(exc)})", file=sys.stderr)
+        return []
+    finally:
+        _cancel_alarm()
+
+
+def main(task_dir: str, events_fd: int, hidden_fd: int):
     # Everything the grader's side needs is imported before the student's code runs.
     from mha_checks.chapters import chapter_module
     task = protocol.Task.read(task_dir)
@@ -109,7 +145,11 @@ def main(task_dir: str, events_fd: int):
         shell.colors = "NoColor"
     report.send(protocol.STARTED, seconds=time.monotonic())
     run_cells(shell, task, report)
-    collect_check_results(checks, shell.user_ns, task, report)
+    collect_check_results(checks, shell.user_ns, task.calls, task, report)
+    report.send(protocol.VISIBLE_DONE)
+    mark_end_of_visible_output(task.marker)
+    hidden_calls = receive_hidden_part(hidden_fd, task)
+    collect_check_results(checks, shell.user_ns, hidden_calls, task, report)
     report.send(protocol.DONE)
     sys.stdout.flush()
     sys.stderr.flush()

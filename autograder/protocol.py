@@ -2,9 +2,21 @@
 
 The grader writes a :class:`Task` as ``task.json`` into a folder the sandbox
 mounts read-only at ``/task``. The harness (:mod:`autograder.harness`), inside
-the sandbox, runs the task's cells, then the *collect* half of each check
-call, and reports on a pipe, one JSON line per event, encoded with
-:mod:`mha_checks.transport` (plain data only; nothing is unpickled):
+the sandbox, runs the task's cells, then the *collect* half of each visible
+check call, and reports on a pipe, one JSON line per event, encoded with
+:mod:`mha_checks.transport` (plain data only; nothing is unpickled).
+
+The hidden part comes last and separately, so that nothing of it can reach the
+student. ``task.json`` and the case file the sandbox sees hold the visible calls
+and inputs only. Once the visible calls have ended, the harness reports
+``visible_done`` and prints the task's ``marker`` on its standard output; when
+the grader has seen both, it writes the hidden calls and their case inputs
+(:func:`encode_hidden`) to a second pipe, which the harness reads, then collects
+the hidden calls. Everything printed after the marker is the instructor's only,
+and after the hidden part is sent the grader takes no event but those of hidden
+calls and ``done``: code the student left running cannot pass what it reads
+there into the feedback, as printed text, as a cell's error, or as the result of
+a visible check.
 
 =============  ==============================================================
 event          fields
@@ -12,9 +24,10 @@ event          fields
 ``started``    ``seconds``: the harness's clock when the first cell starts
 ``cell_start`` ``index``: position in ``Task.cells``
 ``cell_end``   ``index``; ``error``: one line describing the exception, or None
-``call_start`` ``index``: position in ``Task.calls``
+``call_start`` ``index``: the call's ``index`` (its position in the test plan)
 ``call_end``   ``index``; ``data``: one of ``{"collected": <record>}``,
                ``{"undefined": <name>}``, ``{"collect_error": <text>}``
+``visible_done`` the visible calls have ended; the harness waits for the hidden part
 ``done``       everything ran; anything after it is ignored
 =============  ==============================================================
 
@@ -34,8 +47,8 @@ from mha_checks.transport import NotPlainData, dumps, loads
 
 TASK_FILE = "task.json"
 
-STARTED, CELL_START, CELL_END, CALL_START, CALL_END, DONE = (
-    "started", "cell_start", "cell_end", "call_start", "call_end", "done")
+STARTED, CELL_START, CELL_END, CALL_START, CALL_END, VISIBLE_DONE, DONE = (
+    "started", "cell_start", "cell_end", "call_start", "call_end", "visible_done", "done")
 START_OF = {CELL_START: "cell", CALL_START: "call"}
 END_OF = {CELL_END: "cell", CALL_END: "call"}
 
@@ -50,15 +63,18 @@ class Task:
     notebook: str
     track: str
     cells: list                      # [{"label": str, "source": str}]
-    calls: list                      # [{"method": str, "target": str, "kwargs": dict}]
+    calls: list                      # the visible calls: [{"index": int, "method": str, "target": str, "kwargs": dict}]
     cell_seconds: float
     call_seconds: float
     skip_cells: list = field(default_factory=list)
     skip_calls: list = field(default_factory=list)
+    marker: str = ""                 # printed between the visible and the hidden part
+    hidden_calls: list = field(default_factory=list)  # the grader's only: never in task.json
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / TASK_FILE
-        path.write_text(json.dumps(asdict(self)), encoding="utf-8")
+        written = {key: value for key, value in asdict(self).items() if key != "hidden_calls"}
+        path.write_text(json.dumps(written), encoding="utf-8")
         return path
 
     @classmethod
@@ -67,12 +83,29 @@ class Task:
 
     def label(self, kind: str, index) -> str:
         """How a cell or a check call is named in notes and logs."""
-        items = self.cells if kind == "cell" else self.calls
-        if not isinstance(index, int) or not 0 <= index < len(items):
-            return kind
         if kind == "cell":
-            return items[index]["label"]
-        return f"check {items[index]['method']}({items[index]['target']})"
+            ok = isinstance(index, int) and 0 <= index < len(self.cells)
+            return self.cells[index]["label"] if ok else kind
+        call = next((c for c in self.calls + self.hidden_calls if c["index"] == index), None)
+        return f"check {call['method']}({call['target']})" if call else kind
+
+    def is_hidden_call(self, index) -> bool:
+        return any(c["index"] == index for c in self.hidden_calls)
+
+
+def encode_hidden(calls: list, inputs: bytes) -> bytes:
+    """The hidden part: a JSON line with the hidden calls and the size of the inputs, then the
+    inputs (an ``.npz`` file's bytes)."""
+    return json.dumps({"calls": calls, "inputs": len(inputs)}).encode() + b"\n" + inputs
+
+
+def decode_hidden(data: bytes) -> tuple:
+    """``(calls, inputs)`` from :func:`encode_hidden`'s bytes; ValueError when they are cut short."""
+    header, _, inputs = data.partition(b"\n")
+    head = json.loads(header.decode("utf-8"))
+    if len(inputs) != head["inputs"]:
+        raise ValueError(f"the hidden part was cut short ({len(inputs)} of {head['inputs']} bytes)")
+    return head["calls"], inputs
 
 
 def encode_event(kind: str, **fields) -> str:

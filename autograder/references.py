@@ -160,13 +160,15 @@ def same_array(a: np.ndarray, b: np.ndarray, bound: str = "reproducible") -> boo
     return bool(np.allclose(a, b, rtol=tolerance, atol=tolerance * scale, equal_nan=True))
 
 
-def write_case_inputs(assignment: str, path: Path, references_dir: Path = VISIBLE_CASES_DIR,
-                      hidden_dir: Path = HIDDEN_CASES_DIR) -> Path:
-    """One file holding only the inputs of every case, visible and hidden: what a sandbox may see."""
+def write_case_inputs(assignment: str, path, references_dir: Path = VISIBLE_CASES_DIR,
+                      hidden_dir: Path = HIDDEN_CASES_DIR, splits=("visible",)):
+    """One file (a path, or a binary stream) holding only the inputs of the cases of ``splits``: what a
+    sandbox may see. The visible ones are in its file system; the hidden ones reach it only after the
+    student's cells and visible checks ran (:mod:`autograder.protocol`)."""
     inputs = {}
-    for split in ("visible", "hidden"):
+    for split in splits:
         with np.load(case_file(assignment, split, references_dir, hidden_dir)) as data:
             inputs.update({key: data[key] for key in data.files
                            if not key.startswith(META + "/") and key.split("/")[3] == "args"})
     np.savez(path, **inputs)
-    return Path(path)
+    return path

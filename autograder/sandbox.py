@@ -3,9 +3,12 @@
 The sandbox is bubblewrap (``bwrap``, Debian package ``bubblewrap``): new
 user, PID, network, IPC and UTS namespaces, and a file system that holds only
 the operating system's libraries, Python with its installed packages, the
-course's code (``mha_checks`` with the case *inputs* of this assignment in
-place of its reference outputs, and ``autograder`` without its hidden cases),
-the task, and an empty scratch folder in memory.
+course's code (``mha_checks`` with the *inputs* of this assignment's visible
+cases in place of its reference outputs, and ``autograder`` without its hidden
+cases), the task without its hidden calls, and an empty scratch folder in
+memory. The hidden calls and their inputs arrive on a pipe once the student's
+cells and the visible checks have run, and what is printed from then on goes
+to the instructor's log only (:mod:`protocol`).
 No network, no solutions, no gradebook, no other student's files, and nothing
 of the host writable. Resource limits (``setrlimit``) bound CPU time, memory,
 file size and processes; the grader bounds wall time and printed output.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -71,8 +75,10 @@ class RunResult:
     """What one run in the sandbox did."""
 
     events: list = field(default_factory=list)  # (seconds since start, event dict)
-    output: bytes = b""
+    output: bytes = b""          # printed before the hidden part: the student sees it
     output_dropped: int = 0
+    withheld: bytes = b""        # printed after it: the instructor's log only
+    withheld_dropped: int = 0
     returncode: Optional[int] = None
     killed_reason: Optional[str] = None
     seconds: float = 0.0
@@ -269,13 +275,21 @@ def _tree_rss(root_pid: int) -> int:
 
 
 def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Limits,
-                  gpu: bool = False, sandboxed: bool = True, log=None) -> RunResult:
-    """Run the harness on ``task_dir`` (holding task.json); watch it; return what it reported."""
-    task = protocol.Task.read(task_dir)
+                  gpu: bool = False, sandboxed: bool = True, task: protocol.Task = None,
+                  hidden_inputs: bytes = b"") -> RunResult:
+    """Run the harness on ``task_dir`` (holding task.json, written from ``task`` when given); watch it;
+    return what it reported. ``task.hidden_calls`` and ``hidden_inputs`` (the hidden cases' inputs,
+    an ``.npz`` file's bytes) reach the sandbox only after its visible part (:mod:`protocol`)."""
+    task = task if task is not None else protocol.Task.read(task_dir)
+    if not task.marker:
+        task.marker = new_marker()
+    task.write(task_dir)
     limits = limits.resolved()
     read_fd, write_fd = os.pipe()
+    hidden_read, hidden_write = os.pipe()
     launcher = (f"import sys; sys.path.insert(0, {SANDBOX_COURSE if sandboxed else str(PACKAGE_DIR.parent)!r}); "
-                f"from autograder.harness import main; main({'/task' if sandboxed else str(task_dir)!r}, {write_fd})")
+                f"from autograder.harness import main; "
+                f"main({'/task' if sandboxed else str(task_dir)!r}, {write_fd}, {hidden_read})")
     python = [sys.executable, "-I", "-c", launcher]
     if sandboxed:
         cmd, env, cwd = bwrap_command(task_dir, cases_file, assignment, limits, gpu) + python, None, None
@@ -286,15 +300,20 @@ def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
         env = _environment(gpu, str(scratch), str(scratch))
     cpu_seconds = int(limits.notebook_seconds) + 30
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env, cwd=cwd,
-                            start_new_session=True, preexec_fn=_set_limits(limits, gpu, cpu_seconds))
-    os.close(write_fd)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, pass_fds=(write_fd, hidden_read), env=env, cwd=cwd,
+                                start_new_session=True, preexec_fn=_set_limits(limits, gpu, cpu_seconds))
+    finally:
+        os.close(write_fd)
+        os.close(hidden_read)
     result = RunResult()
-    output = _OutputKeeper(proc.stdout, limits.output_bytes)
-    events = _EventReader(read_fd, limits.report_bytes, started)
-    output.start()
-    events.start()
+    output = _OutputKeeper(proc.stdout, limits.output_bytes, task.marker.encode())
+    events = _EventReader(read_fd, limits.report_bytes, started, task)
+    sender = _HiddenSender(hidden_write, protocol.encode_hidden(task.hidden_calls, hidden_inputs),
+                           output, events, proc)
+    for thread in (output, events, sender):
+        thread.start()
     try:
         result.killed_reason = _watch(proc, events, task, limits, started)
     finally:
@@ -302,11 +321,19 @@ def run_sandboxed(task_dir: Path, cases_file: Path, assignment: str, limits: Lim
         proc.wait()
         output.join(timeout=10)
         events.join(timeout=10)
+        sender.join(timeout=10)
     result.returncode = proc.returncode
     result.seconds = round(time.monotonic() - started, 2)
     result.events, result.protocol_error = events.events, events.error
-    result.output, result.output_dropped = bytes(output.kept), output.dropped
+    result.output, result.output_dropped = bytes(output.visible.kept), output.visible.dropped
+    result.withheld, result.withheld_dropped = bytes(output.withheld.kept), output.withheld.dropped
     return result
+
+
+def new_marker() -> str:
+    """A line no notebook prints by chance. The student's code can read it; printing it early only
+    withholds more of its own output."""
+    return f"\n[grader: end of the visible part {secrets.token_hex(8)}]\n"
 
 
 def _watch(proc, events, task: protocol.Task, limits: Limits, started: float) -> Optional[str]:
@@ -347,32 +374,99 @@ def _kill(proc):
         pass
 
 
-class _OutputKeeper(threading.Thread):
-    """Drain the sandbox's stdout and stderr; keep the first ``limit`` bytes, count the rest."""
+class _Kept:
+    """The first ``limit`` bytes of an output; the rest is counted."""
 
-    def __init__(self, stream, limit: int):
+    def __init__(self, limit: int):
+        self.limit, self.kept, self.dropped = limit, bytearray(), 0
+
+    def add(self, data: bytes):
+        room = max(self.limit - len(self.kept), 0)
+        self.kept += data[:room]
+        self.dropped += max(len(data) - room, 0)
+
+
+class _OutputKeeper(threading.Thread):
+    """Drain the sandbox's stdout and stderr: what comes before the marker is the student's to see
+    (``visible``), what comes after it the instructor's only (``withheld``)."""
+
+    def __init__(self, stream, limit: int, marker: bytes):
         super().__init__(daemon=True)
-        self.stream, self.limit, self.kept, self.dropped = stream, limit, bytearray(), 0
+        self.stream, self.marker = stream, marker
+        self.visible, self.withheld = _Kept(limit), _Kept(limit)
+        self.marker_seen = threading.Event()
 
     def run(self):
+        pending = b""  # the end of the visible output that could be the start of the marker
         while True:
             chunk = self.stream.read1(1 << 16) if hasattr(self.stream, "read1") else self.stream.read(1 << 16)
             if not chunk:
                 break
-            room = self.limit - len(self.kept)
-            self.kept += chunk[:max(room, 0)]
-            self.dropped += max(len(chunk) - max(room, 0), 0)
+            if self.marker_seen.is_set():
+                self.withheld.add(chunk)
+                continue
+            data, pending = pending + chunk, b""
+            at = data.find(self.marker)
+            if at >= 0:
+                self.visible.add(data[:at])
+                self.marker_seen.set()
+                self.withheld.add(data[at + len(self.marker):])
+                continue
+            keep = min(len(self.marker) - 1, len(data))
+            self.visible.add(data[:len(data) - keep])
+            pending = data[len(data) - keep:]
+        self.visible.add(pending)
         self.stream.close()
+
+
+class _HiddenSender(threading.Thread):
+    """Write the hidden part once the visible one has ended, on both channels: the harness said so on
+    the events pipe, and its marker has come through on standard output, so everything printed before
+    the hidden inputs existed in the sandbox is already on the visible side."""
+
+    def __init__(self, fd: int, payload: bytes, output: _OutputKeeper, events: "_EventReader", proc):
+        super().__init__(daemon=True)
+        self.fd, self.payload, self.output, self.events, self.proc = fd, payload, output, events, proc
+
+    def run(self):
+        try:
+            while not (self.output.marker_seen.is_set() and self.events.visible_done.is_set()):
+                if self.proc.poll() is not None:
+                    return
+                time.sleep(0.01)
+            self.events.stop_taking_visible_events()
+            view = memoryview(self.payload)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:  # the sandbox ended before it read everything
+            pass
+        finally:
+            os.close(self.fd)
 
 
 class _EventReader(threading.Thread):
     """Read the harness's JSON lines as they come, stamped with the grader's own clock."""
 
-    def __init__(self, fd: int, limit: int, started: float):
+    def __init__(self, fd: int, limit: int, started: float, task: protocol.Task):
         super().__init__(daemon=True)
-        self.fd, self.limit, self.started = fd, limit, started
+        self.fd, self.limit, self.started, self.task = fd, limit, started, task
         self.events, self.error, self._running = [], None, None
         self._lock = threading.Lock()
+        self.visible_done = threading.Event()
+        self._hidden_sent = False
+
+    def stop_taking_visible_events(self):
+        """From now on the sandbox holds the hidden inputs: only the hidden calls' events and ``done``
+        count, so nothing it read there can come back as a cell's error or a visible check's result."""
+        with self._lock:
+            self._hidden_sent = True
+
+    def _counts(self, event: dict) -> bool:
+        if not self._hidden_sent:
+            return True
+        kind = event.get("event")
+        return kind == protocol.DONE or (kind in (protocol.CALL_START, protocol.CALL_END)
+                                         and self.task.is_hidden_call(event.get("index")))
 
     def running(self):
         with self._lock:
@@ -391,6 +485,10 @@ class _EventReader(threading.Thread):
                     continue  # garbage the student's code wrote here; the real events still count
                 now = time.monotonic()
                 with self._lock:
+                    if not self._counts(event):
+                        continue
+                    if event.get("event") == protocol.VISIBLE_DONE:
+                        self.visible_done.set()
                     self.events.append((round(now - self.started, 3), event))
                     previous = self._running[0] if self._running else None
                     running = protocol.running_after(event, previous)

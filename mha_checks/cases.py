@@ -12,6 +12,7 @@ Keys are ``function/split/NN/group/name`` where group is ``args``,
 """
 from __future__ import annotations
 
+import io
 import zlib
 from collections import defaultdict
 from functools import lru_cache
@@ -153,6 +154,16 @@ def load_cases(assignment: str, references_dir: str = str(REFERENCES_DIR),
             f"the cases of {assignment} are missing ({case_file(assignment, 'visible', references_dir)}): "
             "an instructor regenerates them with `python -m autograder references`; a student "
             "reinstalls the course package.")
+    return _cases_in(files)
+
+
+def add_case_inputs(assignment: str, data: bytes) -> None:
+    """Add the cases in ``data`` (an ``.npz`` file's bytes) to the assignment's loaded ones: in the
+    grader's sandbox, the hidden cases' inputs, which arrive only after the student's cells ran."""
+    load_cases(assignment).update(_cases_in([io.BytesIO(data)]))
+
+
+def _cases_in(files) -> dict:
     grouped = defaultdict(lambda: defaultdict(dict))
     for path in files:
         with np.load(path) as data:

@@ -16,6 +16,7 @@ can change a verdict.
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 import re
 import sys
@@ -46,6 +47,17 @@ class MistakeFound(CheckFailure):
     def __init__(self, message: str, label: str, reason: str):
         super().__init__(message)
         self.label, self.reason = label, reason
+
+
+# Set while the grader judges a hidden case. The messages of a hidden check go back to the student,
+# so they name the case, the index and the student's own value, never an expected value: otherwise a
+# submission that plants a spike where it likes reads one hidden output per resubmission.
+_JUDGING_HIDDEN = contextvars.ContextVar("judging_hidden", default=False)
+
+
+def judging_hidden() -> bool:
+    """True while a hidden check is judged: its message may quote nothing computed from a hidden output."""
+    return _JUDGING_HIDDEN.get()
 
 
 def fail(message: str):
@@ -384,11 +396,15 @@ class Checks:
         (``{name: record}``), where they ran: a function on top of a block with a known
         mistake is judged on top of it, so one bug costs once."""
         check = self._declared(method)
-        if isinstance(check, Question):
-            return self._judge_answer(check, record, kwargs.get("hidden", False))
-        if isinstance(check, Function):
-            return self._judge_function(check, record, kwargs.get("hidden", False), blocks or {})
-        return check.judge(self, record, **{**check.options, **kwargs})
+        token = _JUDGING_HIDDEN.set(bool(kwargs.get("hidden", False)))
+        try:
+            if isinstance(check, Question):
+                return self._judge_answer(check, record, kwargs.get("hidden", False))
+            if isinstance(check, Function):
+                return self._judge_function(check, record, kwargs.get("hidden", False), blocks or {})
+            return check.judge(self, record, **{**check.options, **kwargs})
+        finally:
+            _JUDGING_HIDDEN.reset(token)
 
     def run(self, method: str, target, namespace: dict = None, **kwargs):
         """Both halves, as in a notebook: the records cross the grader's transport first.
@@ -725,11 +741,39 @@ def is_near(got, want, name: str) -> bool:
 
 
 def worst_mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    """Where ``got`` misses ``want``: the largest difference with both values, or, for a hidden case,
+    the first value outside the tolerance with the student's value only."""
+    if judging_hidden():
+        return first_mismatch(got, want)
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     diff = np.where(np.isnan(diff), np.inf, diff)
     idx = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     return (f"largest difference at index {tuple(int(i) for i in idx)}: "
             f"got {number(got[idx])}, expected {number(want[idx])}")
+
+
+def shown_expected(value) -> str:
+    """``", expected <value>"`` in a visible case's message; nothing in a hidden one's."""
+    return "" if judging_hidden() else f", expected {value}"
+
+
+def first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    """The first index (in row-major order) where ``got`` is outside the tolerance of ``want``, and the
+    student's value there. The first rather than the largest: the largest difference would point at the
+    largest hidden value when a submission returns zeros."""
+    got, want = np.asarray(got), np.broadcast_to(np.asarray(want), np.shape(got))
+    dtype = str(want.dtype) if str(want.dtype) in ("float32", "float64") else "float64"
+    rtol, atol = tolerance(dtype, "gpu")  # the looser bound: a value shown is certainly outside it
+    if want.dtype.kind in "fc":
+        outside = ~np.isclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
+    else:
+        outside = got != want
+    where = np.argwhere(outside)
+    if not where.size:  # judged by a tighter bound than the GPU's: the first value that differs at all
+        where = np.argwhere(got != want)
+    idx = tuple(int(i) for i in where[0]) if where.size else tuple(0 for _ in got.shape)
+    return (f"the first value outside the tolerance is at index {idx}, where you returned "
+            f"{number(got[idx])} (a hidden case's expected values are not shown)")
 
 
 def matching_variants(outputs: dict, case: Case, device: str) -> list:

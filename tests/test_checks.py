@@ -3,15 +3,18 @@ function check on visible and hidden cases, and every known-wrong
 implementation of the chapter's library fails its visible check with a message
 naming the mistake, and fails the hidden cases too."""
 import functools
+import json
 
 import pytest
 
 from course import (ASSIGNMENTS, all_mutants, checks_for, mutants, notebook_params, solution,
                     solution_path)
 from autograder.notebooks import solution_namespace
+from autograder.program import test_plan
 from mha_checks import registry
 from mha_checks.chapters import chapter
 from mha_checks.engine import CheckFailure, Function, Question
+from test_hidden_feedback import every_hidden_output, leaked, returned
 
 
 def function_checks(assignment: str, notebook: str) -> list:
@@ -99,10 +102,30 @@ def test_mutant_fails_visible_check_naming_its_mistake(assignment, mutant):
 
 @pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) is Function])
 def test_mutant_fails_hidden_check_too(assignment, mutant):
-    """Hidden cases alone also catch each mistake: they are no weaker than the visible ones."""
-    with pytest.raises(CheckFailure):
-        getattr(checks_for(assignment, mutant.notebook), mutant.check)(
-            _mutated(assignment, mutant)[mutant.function], hidden=True)
+    """Hidden cases alone also catch each mistake: they are no weaker than the visible ones. What the
+    hidden check says goes back to the student: it quotes no hidden output (tests/test_hidden_feedback.py)."""
+    check, function = checks_for(assignment, mutant.notebook), _mutated(assignment, mutant)[mutant.function]
+    with pytest.raises(CheckFailure) as failure:
+        getattr(check, mutant.check)(function, hidden=True)
+    message, own = str(failure.value), returned(check.collect(mutant.check, function, hidden=True))
+    assert not leaked(message, every_hidden_output(check), own), (leaked(message, every_hidden_output(check), own), message)
+
+
+@pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) not in (Function, Question)])
+def test_mutant_of_a_whole_layer_or_model_quotes_no_hidden_output(assignment, mutant):
+    """The checks of a layer, a module or a model judged on hidden cases: whatever they find wrong,
+    they say it without a number of a hidden output."""
+    check = checks_for(assignment, mutant.notebook)
+    plan = test_plan(json.loads(solution_path(assignment, mutant.notebook).read_text()))
+    hidden_calls = [c.kwargs_dict() for t in plan for c in t.calls
+                    if c.method == mutant.check and c.kwargs_dict().get("hidden")]
+    if not hidden_calls:
+        pytest.skip(f"{mutant.check} has no hidden cases")
+    try:
+        getattr(check, mutant.check)(_mutated(assignment, mutant)[mutant.function], **hidden_calls[0])
+    except CheckFailure as failure:
+        message = str(failure)
+        assert not leaked(message, every_hidden_output(check)), (leaked(message, every_hidden_output(check)), message)
 
 
 @pytest.mark.parametrize("assignment, mutant", [p for p in all_mutants() if _kind(p) is Question])

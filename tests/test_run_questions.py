@@ -217,13 +217,14 @@ def test_a_namespace_given_replaces_the_callers_globals(check, capsys):
 def test_the_graders_harness_collects_the_run_from_the_notebooks_namespace(check):
     """In the sandbox the harness collects the record with the notebook's namespace; the grader judges
     it in its own process, from the run that record carries."""
-    task = SimpleNamespace(calls=[{"method": "two_heads_accuracy", "target": "two_heads_accuracy",
-                                   "kwargs": {"hidden": True}}], skip_calls=[], call_seconds=30)
+    calls = [{"index": 0, "method": "two_heads_accuracy", "target": "two_heads_accuracy", "kwargs": {"hidden": True}}]
+    task = SimpleNamespace(skip_calls=[], call_seconds=30)
     sent = []
     report = SimpleNamespace(send=lambda kind, **fields: sent.append((kind, fields)))
     previous = signal.getsignal(signal.SIGALRM)
     try:
-        harness.collect_check_results(check, {"two_heads_accuracy": 0.91, "history": ANOTHER_MACHINE}, task, report)
+        harness.collect_check_results(check, {"two_heads_accuracy": 0.91, "history": ANOTHER_MACHINE}, calls, task,
+                                      report)
     finally:
         signal.signal(signal.SIGALRM, previous)
     data = next(fields["data"] for kind, fields in sent if kind == protocol.CALL_END)

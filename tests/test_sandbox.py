@@ -110,7 +110,8 @@ attempt("write scratch", lambda: open("/scratch/ok.txt", "w").write("x"))
         assert f"BLOCKED {what}" in out, out
     assert "ALLOWED write scratch" in out
     assert f"REFERENCES ['{ASSIGNMENT}.npz']" in out and "GROUPS ['args']" in out, out
-    assert "HIDDEN []" in out and "SPLITS ['hidden', 'visible']" in out, out
+    # The hidden cases' inputs are not in its files: they arrive after the cells ran (test_hidden_part.py)
+    assert "HIDDEN []" in out and "SPLITS ['visible']" in out, out
     assert not (REPO_ROOT / "HACKED").exists()
 
 

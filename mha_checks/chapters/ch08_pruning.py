@@ -40,7 +40,7 @@ import numpy as np
 from .. import toy_task
 from ..cases import grouped_args
 from ..engine import (Chapter, Custom, FromRun, Function, Generated, Mistake, Question, describe_exception, fail,
-                      judge_exception)
+                      judge_exception, shown_expected)
 from . import layers
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
@@ -550,9 +550,9 @@ def _validate_prune_model(got, case):
         pairs = set(_pairs(case.args["heads"]))
         swapped = [start[l] - len({first for first, second in pairs if second == l}) for l in range(L)]
         if count.tolist() == swapped:
-            fail(f"{case.describe()}: new_n_heads is {count.tolist()}, expected {want.tolist()}: you read the pairs as "
+            fail(f"{case.describe()}: new_n_heads is {count.tolist()}{shown_expected(want.tolist())}: you read the pairs as "
                  "(head, layer); each pair in heads is (layer, head).")
-        fail(f"{case.describe()}: new_n_heads is {count.tolist()}, expected {want.tolist()}. Count each layer's "
+        fail(f"{case.describe()}: new_n_heads is {count.tolist()}{shown_expected(want.tolist())}. Count each layer's "
              "removed heads once (a pair listed twice counts once).")
     if got["rest"][0].shape != case.expected["rest"].shape or not np.array_equal(got["rest"][0], case.expected["rest"]):
         fail(f"{case.describe()}: the pruned model's embed, position, unembed or b_unembed differ from the model's; "
@@ -562,7 +562,7 @@ def _validate_prune_model(got, case):
 def _diagnose_prune_model(got, case):
     want = case.expected["n_heads"]
     if not np.array_equal(got["n_heads"][0], want):
-        fail(f"{case.describe()}: new_n_heads is {got['n_heads'][0].tolist()}, expected {want.tolist()}. Count "
+        fail(f"{case.describe()}: new_n_heads is {got['n_heads'][0].tolist()}{shown_expected(want.tolist())}. Count "
              "each layer's removed heads once (a pair listed twice counts once).")
     fail(f"{case.describe()}: the head counts are right but a layer's weights differ. Group the (layer, head) "
          "pairs by layer and give each layer's heads to prune_heads with that layer's own head count.")

@@ -64,3 +64,18 @@ def solution_namespace(path: Path, replace: dict = None, definitions_only: bool 
             if not replace or grade_id in replace or grade_id == IMPORTS_CELL:
                 raise
     return namespace
+
+
+_RUNS = {}
+
+
+def solution_run(path: Path) -> dict:
+    """``solution_namespace(path)``, run once per version of the file in this process: the references
+    of a chapter (visible, hidden, its generated files) and the tests read the same run of a notebook,
+    which for the later chapters trains models and runs MiniLM. Callers must not change it."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _RUNS:
+        _RUNS[key] = solution_namespace(path)
+    return _RUNS[key]

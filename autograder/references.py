@@ -37,15 +37,10 @@ def build_references(assignment: str, split: str, seed: int, solutions_dir: Path
 
 
 def _solutions(assignment: str, solutions_dir: Path):
-    """``solution(notebook)``: a solution notebook's namespace, each run once."""
-    from .notebooks import solution_namespace  # needs nbformat: instructors only
-    namespaces = {}
-
-    def solution(notebook: str) -> dict:
-        if notebook not in namespaces:
-            namespaces[notebook] = solution_namespace(Path(solutions_dir) / assignment / f"{notebook}.ipynb")
-        return namespaces[notebook]
-    return solution
+    """``solution(notebook)``: a solution notebook's namespace, run once in this process for all the
+    files built from it (the visible and hidden cases, the generated files)."""
+    from .notebooks import solution_run  # needs nbformat: instructors only
+    return lambda notebook: solution_run(Path(solutions_dir) / assignment / f"{notebook}.ipynb")
 
 
 def build_generated(assignment: str, generated, solutions_dir: Path = SOLUTIONS_DIR) -> dict:

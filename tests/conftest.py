@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,15 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS_DIR))  # the course helpers and the mutants library
+
+# Under the README's test command each core runs a worker (-n auto): a worker computing on two threads
+# would share its core with the other worker, and on a busy machine its threads mostly wait for each
+# other (chapter 8's references took 134 s idle and 376 s loaded that way). One thread per worker, and
+# per kernel or process it starts, unless the environment says otherwise; the tests of other machines
+# set their own thread counts (tests/machines.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 
 # --------------------------------------------------------------------------- the website, built once

@@ -4,13 +4,12 @@ that walks chapters or notebooks goes through here, so adding a chapter to
 import importlib
 import importlib.util
 import os
-from functools import lru_cache
 
 import nbformat
 import pytest
 
 from autograder.grading import load_assignment
-from autograder.notebooks import solution_namespace
+from autograder.notebooks import solution_run
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
 from mha_checks import registry
 from mha_checks.backends import gpu_available
@@ -43,10 +42,10 @@ def release_path(assignment: str, notebook: str):
     return EXERCISES_DIR / assignment / f"{notebook}.ipynb"
 
 
-@lru_cache(maxsize=None)
 def solution(assignment: str, notebook: str) -> dict:
-    """The names a solution notebook defines (its imports and solution cells executed)."""
-    return solution_namespace(solution_path(assignment, notebook))
+    """The names a solution notebook defines (its imports and solution cells executed), run once per
+    process, shared with the references the same process builds."""
+    return solution_run(solution_path(assignment, notebook))
 
 
 def full_marks(assignment: str, notebook: str) -> float:

@@ -126,7 +126,33 @@ def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, mo
     assert digest() == base
 
 
-CHAPTER_7 = "ch07_redundancy"
+def chapter_imports(assignment) -> dict:
+    """``{module name: [names]}``: what a chapter's module takes from other chapters' modules, read from
+    the loaded module itself (independent of the grader's walk over the import statements)."""
+    from mha_checks.chapters import chapter_module
+    from mha_checks.registry import assignments
+    module = chapter_module(assignment)
+    others = {chapter_module(a).__name__ for a in assignments()} - {module.__name__}
+    taken = {}
+    for name, value in vars(module).items():
+        source = getattr(value, "__module__", None)
+        if source in others:
+            taken.setdefault(source, []).append(name)
+    return taken
+
+
+def _chapter_file(module_name: str) -> str:
+    return module_name.replace(".", "/") + ".py"
+
+
+def reuser():
+    """The chapter whose module takes the most from other chapters, and the earliest chapter it takes from."""
+    from mha_checks.registry import assignments
+    chapter = max(assignments(), key=lambda a: (len(chapter_imports(a)), assignments().index(a)))
+    taken = chapter_imports(chapter)
+    assert taken, "no chapter reuses another's checks any more: these tests need one that does"
+    earliest = min(taken, key=lambda m: assignments().index(m.rsplit(".", 1)[1]))
+    return chapter, earliest, taken[earliest]
 
 
 def dependencies(assignment):
@@ -137,23 +163,27 @@ def dependencies(assignment):
 
 
 def test_a_chapter_depends_on_the_chapters_it_imports_and_on_no_other():
-    chapter_7, chapter_1 = dependencies(CHAPTER_7), dependencies("ch01_single_head")
-    for needed in ("mha_checks/chapters/ch07_redundancy.py", "mha_checks/chapters/ch04_concat_and_wo.py",
-                   "mha_checks/chapters/ch06_what_heads_learn.py", "mha_checks/chapters/layers.py",
-                   "mha_checks/engine.py", "mha_checks/toy_task.py", "autograder/grading.py",
-                   "autograder/harness.py", "autograder/sandbox.py",
-                   # data files chapter 7's modules read: its gradients, chapter 6's trained model
-                   "mha_checks/data/ch07_redundancy_gradients.npz",
-                   "mha_checks/data/ch06_what_heads_learn_model.npz",
-                   "mha_checks/references/ch07_redundancy.npz", "autograder/hidden_cases/ch07_redundancy.npz"):
-        assert needed in chapter_7, f"{needed} is left out of chapter 7's digest"
-    for unrelated in ("mha_checks/chapters/ch05_cost_and_scale.py", "mha_checks/chapters/ch08_pruning.py",
-                      "mha_checks/references/ch04_concat_and_wo.npz", "mha_checks/data/ch08_pruning_minilm_order.npz",
-                      "autograder/cli.py", "autograder/release.py"):
-        assert unrelated not in chapter_7, f"{unrelated} is in chapter 7's digest; it does not import it"
-    assert "mha_checks/chapters/ch01_single_head.py" in chapter_1 and "mha_checks/engine.py" in chapter_1
-    assert not {name for name in chapter_1 if "ch07" in name or "ch04" in name or "data/" in name}, \
-        "chapter 1 imports neither chapter 4 nor chapter 7 nor any trained file"
+    from mha_checks.registry import assignments
+    chapters = assignments()
+    for index, assignment in enumerate(chapters):
+        files = dependencies(assignment)
+        for needed in (f"mha_checks/chapters/{assignment}.py", "mha_checks/engine.py", "autograder/grading.py",
+                       "autograder/harness.py", "autograder/sandbox.py", f"mha_checks/references/{assignment}.npz",
+                       f"autograder/hidden_cases/{assignment}.npz",
+                       *(_chapter_file(module) for module in chapter_imports(assignment))):
+            assert needed in files, f"{needed} is left out of {assignment}'s digest"
+        for later in chapters[index + 1:]:   # a chapter builds on earlier ones, never on a later one
+            assert f"mha_checks/chapters/{later}.py" not in files, f"{assignment}'s digest holds {later}'s checks"
+        for other in chapters:
+            if other != assignment:
+                assert f"mha_checks/references/{other}.npz" not in files, f"{assignment}'s digest holds {other}'s cases"
+        for unused in ("autograder/cli.py", "autograder/release.py"):
+            assert unused not in files, f"{unused} is in {assignment}'s digest; grading does not import it"
+    first = dependencies(chapters[0])
+    assert not {name for name in first if name.startswith("mha_checks/chapters/ch") and chapters[0] not in name}
+    assert not {name for name in first if name.startswith("mha_checks/data/")}, "the first chapter reads no trained file"
+    data_readers = [a for a in chapters if any(n.startswith("mha_checks/data/") for n in dependencies(a))]
+    assert data_readers, "no chapter's digest holds the trained models and recordings the later chapters read"
 
 
 def test_a_digest_is_the_same_in_every_checkout_and_process(tmp_path, monkeypatch):
@@ -162,19 +192,20 @@ def test_a_digest_is_the_same_in_every_checkout_and_process(tmp_path, monkeypatc
     from autograder import grading
     from mha_checks.chapters import chapter_module
     from mha_checks.registry import assignments
-    here = grading.load_assignment(CHAPTER_7, "1_numpy").digest
+    chapter, _, _ = reuser()
+    here = grading.load_assignment(chapter, "1_numpy").digest
     fresh = subprocess.run(
         [sys.executable, "-c", "from autograder.grading import load_assignment; "
-         f"print(load_assignment({CHAPTER_7!r}, '1_numpy').digest)"],
+         f"print(load_assignment({chapter!r}, '1_numpy').digest)"],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True)
     import autograder.shards  # noqa: F401 (grade imports it for a shard run only)
     for assignment in assignments():
         chapter_module(assignment)
-    assert grading.load_assignment(CHAPTER_7, "1_numpy").digest == here == fresh.stdout.strip()
+    assert grading.load_assignment(chapter, "1_numpy").digest == here == fresh.stdout.strip()
     elsewhere = []
     for checkout in (tmp_path / "one", tmp_path / "two" / "deeper"):
         copy_of_packages(checkout, monkeypatch)
-        elsewhere.append(grading.load_assignment(CHAPTER_7, "1_numpy").digest)
+        elsewhere.append(grading.load_assignment(chapter, "1_numpy").digest)
     assert elsewhere[0] == elsewhere[1]
 
 
@@ -197,26 +228,31 @@ def test_the_import_walk_follows_every_form_of_import(tmp_path):
 
 def test_editing_a_helper_two_chapters_down_regrades_and_an_unrelated_chapter_does_not(
         tmp_path, monkeypatch, capsys):
-    """Chapter 7's checks reuse chapter 4's ``_judge_module`` and chapter 6's model helpers. A
-    resumed grading of chapter 7 must grade again after chapter 4's module changes, and reuse
-    its saved grade after chapter 8's module (which imports chapter 7, not the other way round)
-    changes."""
+    """The chapter that reuses the most of other chapters' checks (chapter 7 takes chapter 4's module
+    check and chapter 6's model helpers) must be graded again after the earliest chapter it reuses
+    changes, and keep its saved grade after a chapter it does not import changes."""
+    from mha_checks.registry import assignments
+    chapter, earliest, names = reuser()
+    unrelated = next(a for a in reversed(assignments()) if a != chapter
+                     and f"mha_checks.chapters.{a}" not in chapter_imports(chapter)
+                     and f"mha_checks/chapters/{a}.py" not in dependencies(chapter))
     checks, _ = copy_of_packages(tmp_path, monkeypatch)
     subs, out = tmp_path / "subs", tmp_path / "out"
-    (subs / "student00" / CHAPTER_7).mkdir(parents=True)
-    shutil.copy(SOLUTIONS_DIR / CHAPTER_7 / "1_numpy.ipynb", subs / "student00" / CHAPTER_7)
+    (subs / "student00" / chapter).mkdir(parents=True)
+    shutil.copy(SOLUTIONS_DIR / chapter / "1_numpy.ipynb", subs / "student00" / chapter)
     chapters = checks / "chapters"
 
     def regrade():
         capsys.readouterr()
         result = {r.notebook: r for r in grade(subs, out, gpu_available=False)}["1_numpy"]
-        line = next(line for line in capsys.readouterr().out.splitlines() if f"{CHAPTER_7} 1_numpy:" in line)
-        assert result.score == full_marks(CHAPTER_7, "1_numpy")
+        line = next(line for line in capsys.readouterr().out.splitlines() if f"{chapter} 1_numpy:" in line)
+        assert result.score == full_marks(chapter, "1_numpy")
         return "(saved result reused)" in line
 
     assert not regrade()
     assert regrade(), "nothing changed, yet the saved grade was not reused"
-    insert_before(chapters / "ch08_pruning.py", "\ndef ", "\n# an edit chapter 7 does not see\n")
-    assert regrade(), "editing chapter 8, which chapter 7 does not import, threw chapter 7's grade away"
-    insert_before(chapters / "ch04_concat_and_wo.py", "\ndef _judge_module(", "\n# a changed check\n")
-    assert not regrade(), "chapter 4's check changed, yet chapter 7's old grade was reused"
+    insert_before(chapters / f"{unrelated}.py", "\ndef ", f"\n# an edit {chapter} does not see\n")
+    assert regrade(), f"editing {unrelated}, which {chapter} does not import, threw {chapter}'s grade away"
+    used = next((n for n in names if f"\ndef {n}(" in (chapters / f"{earliest.rsplit('.', 1)[1]}.py").read_text()), None)
+    insert_before(chapters / f"{earliest.rsplit('.', 1)[1]}.py", f"\ndef {used}(" if used else "\ndef ", "\n# a changed check\n")
+    assert not regrade(), f"{earliest}'s check changed, yet {chapter}'s old grade was reused"

@@ -18,9 +18,10 @@ from autograder.paths import SOLUTIONS_DIR
 from autograder.protocol import Task
 from autograder.references import write_case_inputs
 from autograder.sandbox import Limits, run_sandboxed, sandbox_problem
+from mha_checks import registry
 from mha_checks.cases import case_file
 
-ASSIGNMENT = "ch01_single_head"
+ASSIGNMENT = registry.assignments()[0]
 LIMITS = Limits(cell_seconds=10, notebook_seconds=90, memory_bytes=2 * 1024**3,
                 file_bytes=16 * 1024**2, output_bytes=256 * 1024)
 VISIBLE_CALL = {"index": 0, "method": "softmax", "target": "softmax", "kwargs": {}}
@@ -70,11 +71,11 @@ def calls_reported(run, index) -> list:
 
 
 def test_the_task_file_and_the_case_file_hold_no_hidden_call_or_input(tmp_path):
-    probe = """
+    probe = f"""
 import numpy as np
 print("TASK", open("/task/task.json").read())
-with np.load("/course/mha_checks/references/ch01_single_head.npz") as data:
-    print("SPLITS", sorted({key.split("/")[1] for key in data.files}))
+with np.load("/course/mha_checks/references/{ASSIGNMENT}.npz") as data:
+    print("SPLITS", sorted({{key.split("/")[1] for key in data.files}}))
 """
     run = run_with_hidden_part(tmp_path, probe, PRINTING_SOFTMAX)
     shown = run.output.decode()

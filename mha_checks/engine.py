@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import transport
-from .backends import ARRAY_TYPE_NAMES, TRACKS, Backend
+from .backends import TRACKS, Backend, backend_class
 from .cases import Case, grouped_args, load_cases, plain_arg, plain_args
 from .tolerances import named, tolerance
 
@@ -333,11 +333,10 @@ class Checks:
     chapter: Chapter = None  # set by Chapter.checks_class
 
     def __init__(self, track: str = "numpy", torch_device: str = "cpu"):
-        if track not in TRACKS:
-            raise ValueError(f"unknown track {track!r}: use one of {TRACKS}")
+        backend = backend_class(track)  # a ValueError for a track the course does not have
         self.track, self.torch_device = track, torch_device
-        self.device = "gpu" if track == "cupy" or torch_device.startswith("cuda") else "cpu"
-        self.array_type_name = ARRAY_TYPE_NAMES[track]
+        self.device = backend.device_for(torch_device)
+        self.array_type_name = backend.array_type_name
         self._backend = None
 
     @property
@@ -345,7 +344,7 @@ class Checks:
         # Created on first use: judging needs no array library, so a grader
         # without a GPU can judge what a CuPy notebook returned.
         if self._backend is None:
-            self._backend = Backend(self.track, self.torch_device)
+            self._backend = backend_class(self.track)(self.torch_device)
         return self._backend
 
     def cases(self, function: str, hidden: bool = False) -> list:

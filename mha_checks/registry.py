@@ -8,7 +8,8 @@ cells, where nbgrader reads them, and the grader reads them from there.
 """
 from dataclasses import dataclass
 
-TRACKS = ("numpy", "cupy", "torch")
+from .backends import TRACKS  # declared once, each track with its backend
+
 DEFAULT_CELL_SECONDS = 60        # a cell or a check, when graded
 DEFAULT_NOTEBOOK_SECONDS = 600   # one run of a whole notebook, when graded
 

@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 from mha_checks.backends import gpu_available as detect_gpu
 from mha_checks.chapters import chapter_module
-from mha_checks.engine import CheckFailure
+from mha_checks.engine import CheckFailure, building_blocks
 
 from . import program as nbprogram
 from . import protocol
@@ -155,23 +155,22 @@ def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
     """Judge every check call here, in the grader's process; a test scores when all its calls pass.
 
     A function built on others is judged with what their own checks collected in this run
-    (same hidden flag), so one bug costs points once. Returns the test results and
-    ``(method, traceback)`` for every judge that crashed."""
+    (same hidden flag; :func:`engine.building_blocks` decides which), so one bug costs points
+    once. Returns the test results and ``(method, traceback)`` for every judge that crashed."""
     data = protocol.call_data(e for _, e in run.events)
     checks = chapter_module(spec.name).Checks(spec.track)
     calls = [call for _, call in spec.calls()]
-    collected = {}
+    collected = {False: {}, True: {}}  # hidden -> {check: the first record it collected}
     for index, call in enumerate(calls):
         if isinstance(data.get(index), dict) and protocol.COLLECTED in data[index]:
-            collected.setdefault((call.method, bool(call.kwargs_dict().get("hidden"))),
-                                 data[index][protocol.COLLECTED])
+            collected[bool(call.kwargs_dict().get("hidden"))].setdefault(
+                call.method, data[index][protocol.COLLECTED])
     results, errors, index = [], [], 0
     for test in spec.plan:
         messages, passed = [], True
         for call in test.calls:
             hidden = bool(call.kwargs_dict().get("hidden"))
-            blocks = {block: collected[(block, hidden)] for block in _uses(checks, call.method)
-                      if (block, hidden) in collected}
+            blocks = building_blocks(checks.chapter.checks.get(call.method), collected[hidden])
             ok, message, crash = _judge_call(checks, call, data.get(index), skipped_calls.get(index), blocks)
             passed &= ok
             messages.append(message)
@@ -181,11 +180,6 @@ def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
         results.append(TestResult(test.grade_id, test.points, test.points if passed else 0.0,
                                   test.hidden, messages))
     return results, errors
-
-
-def _uses(checks, method: str) -> tuple:
-    declared = checks.chapter.checks.get(method)
-    return getattr(declared, "uses", ())
 
 
 def _judge_call(checks, call, data, skipped_reason, blocks: dict) -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
@@ -52,8 +52,7 @@ class Assignment:
 
     def limits(self, limits: Limits) -> Limits:
         """The instructor's limits, with the notebook's own time limits where none were given."""
-        return replace(limits, cell_seconds=limits.cell_seconds or self.entry.cell_seconds,
-                       notebook_seconds=limits.notebook_seconds or self.entry.notebook_seconds)
+        return limits.resolved(self.entry)
 
 
 def load_assignment(name: str, notebook: str, solutions_dir: Path = SOLUTIONS_DIR,

@@ -319,6 +319,15 @@ def _check_method(check) -> Callable:
 # The checks students and graders call
 # --------------------------------------------------------------------------
 
+def building_blocks(check, available) -> dict:
+    """The building blocks ``check`` is judged on top of, so that one bug costs once: of
+    ``available`` (a mapping from a block's name to what there is of it in the same run: the
+    student's function in a notebook, the record its own check collected with the same hidden flag
+    in grading), the entries of the blocks the check declares (``uses``), in that order. The
+    notebook's check and the grader both decide here."""
+    return {block: available[block] for block in getattr(check, "uses", ()) if block in available}
+
+
 class Arguments(list):
     """Positional arguments of one call, and ``keywords`` for those after a left-out one."""
 
@@ -416,11 +425,12 @@ class Checks:
         try:
             message = self.judge(method, record, **kwargs)
         except CheckFailure:
-            if not getattr(check, "uses", ()):
+            # The student's building blocks, where the student's function was defined.
+            functions = building_blocks(check, getattr(target, "__globals__", {}))
+            if not functions:
                 raise
-            defined = getattr(target, "__globals__", {})  # where the student's function was defined
-            blocks = {block: crossed(self.collect(block, defined[block], hidden=kwargs.get("hidden", False)))
-                      for block in check.uses if block in defined}
+            blocks = {block: crossed(self.collect(block, fn, hidden=kwargs.get("hidden", False)))
+                      for block, fn in functions.items()}
             message = self.judge(method, record, blocks=blocks, **kwargs)
         print(message)
 

@@ -29,7 +29,8 @@ from typing import Optional, Sequence
 from mha_checks import registry
 from mha_checks.backends import gpu_available
 
-from .grading import GRADED, grade
+from .grading import grade
+from .results import GRADED
 from .nbgrader_config import db_url, last_error, make_course, run_nbgrader
 from .paths import EXERCISES_DIR, SOLUTIONS_DIR
 from .release import IGNORED

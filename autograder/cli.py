@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from mha_checks.registry import assignments as course_assignments
 
 from .paths import SOLUTIONS_DIR
+from .sandbox import DEFAULT_CELL_SECONDS, DEFAULT_NOTEBOOK_SECONDS, Limits
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -66,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="notebooks graded at once (default: 1)")
     grade.add_argument("--cell-timeout", type=_positive_int, default=None, metavar="S",
                        help="seconds one cell or one check may run (default: the notebook's own "
-                            "in the course registry, 60 unless it says more)")
+                            f"in the course registry, {DEFAULT_CELL_SECONDS} unless it says more)")
     grade.add_argument("--notebook-timeout", type=_positive_int, default=None, metavar="S",
                        help="seconds one run of a notebook may take (default: the notebook's own "
-                            "in the course registry, 600 unless it says more)")
-    grade.add_argument("--memory-gb", type=float, default=4.0, metavar="G",
-                       help="memory one notebook may use, in GiB (default: 4)")
+                            f"in the course registry, {DEFAULT_NOTEBOOK_SECONDS} unless it says more)")
+    memory_gb = Limits().memory_bytes / 1024**3
+    grade.add_argument("--memory-gb", type=float, default=memory_gb, metavar="G",
+                       help=f"memory one notebook may use, in GiB (default: {memory_gb:g})")
     grade.add_argument("--unsandboxed", action="store_true",
                        help="grade without the bubblewrap sandbox (scores are still decided "
                             "outside the student's code, but it can read and write your files)")
@@ -193,7 +195,7 @@ def cmd_references(args) -> int:
 
 def cmd_grade(args) -> int:
     from .grading import grade
-    from .sandbox import Limits, SandboxUnavailable
+    from .sandbox import SandboxUnavailable
     from .submissions import GradingInputError
     if not args.submissions.exists():
         raise UsageError(f"{args.submissions} does not exist. Give a folder of submissions "

@@ -18,9 +18,10 @@ For each submitted notebook:
 
 A cell or check that kills or hangs the sandbox is noted and skipped, and the
 notebook runs again without it, so the rest is still graded. Each notebook's
-result is saved as soon as it is known (``results/``), keyed by a digest of
-everything that decides it, so an interrupted run resumes where it stopped
-and grading again reuses or reproduces the same grades.
+result is saved as soon as it is known (``results/``, see :mod:`results`),
+keyed by a digest of everything that decides it (:mod:`instructor`), so an
+interrupted run resumes where it stopped and grading again reuses or
+reproduces the same grades.
 
 Output in ``out_dir``: ``grades.csv``, ``students.csv`` (how files and LMS
 names map to student ids), ``feedback/<student>/<assignment>/<notebook>.html``,
@@ -31,253 +32,36 @@ could not be run at all).
 """
 from __future__ import annotations
 
-import ast
-import csv
 import hashlib
 import io
-import json
-import os
 import shutil
-import tempfile
 import threading
 import time
 import traceback
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Optional, Sequence
 
-from mha_checks import registry
 from mha_checks.backends import gpu_available as detect_gpu
-from mha_checks.cases import case_file
 from mha_checks.chapters import chapter_module
-from mha_checks.engine import CheckFailure
+from mha_checks.engine import CheckFailure, building_blocks
 
 from . import program as nbprogram
 from . import protocol
-from .feedback import write_feedback_page
-from .paths import CHECKS_DIR, EXERCISES_DIR, PACKAGE_DIR, SOLUTIONS_DIR
+from . import shards as sharding
+from .instructor import Assignment, load_assignment
+from .paths import EXERCISES_DIR, SOLUTIONS_DIR
 from .references import write_case_inputs
+from .results import (FAILED, GRADED, GRADER_ERROR, MISSING, NEEDS_GPU, NotebookResult, TestResult,
+                      describe, finish_class, load_result, result_path, save_result,
+                      write_notebook_outputs)
 from .sandbox import (NOTEBOOK_TIME_LIMIT, Limits, RunResult, SandboxUnavailable, new_marker,
                       run_sandboxed, sandbox_problem)
-from .spreadsheet import write_rows
 from .submissions import GradingInputError, Submission, discover, write_student_map
 
-COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "seconds", "notes")
-GRADED, MISSING, NEEDS_GPU, FAILED = "graded", "missing", "needs GPU", "failed"
 MAX_ATTEMPTS = 4  # runs of one notebook: the first, and one more per cell or check that broke it
 RESULT_VERSION = 3  # 3: what is printed during the hidden checks is kept apart
-GRADER_ERROR = "grader error"
-
-
-@dataclass
-class TestResult:
-    grade_id: str
-    points: float
-    score: float
-    hidden: bool
-    messages: list
-
-
-@dataclass
-class NotebookResult:
-    student: str
-    assignment: str
-    notebook: str
-    status: str
-    score: Optional[float] = None
-    max_score: Optional[float] = None
-    seconds: Optional[float] = None
-    notes: list = field(default_factory=list)
-    tests: list = field(default_factory=list)      # TestResult as dicts
-    cells: list = field(default_factory=list)      # {"label", "origin", "source", "error"}
-    output: str = ""               # printed before the hidden checks: on the feedback page
-    withheld_output: str = ""      # printed while they ran: in the instructor's log only
-    source: str = ""
-    digest: str = ""
-    grader_errors: list = field(default_factory=list)  # tracebacks of checks that crashed in the judge
-
-    def csv_values(self) -> list:
-        return [self.student, self.assignment, self.notebook, _number(self.score),
-                _number(self.max_score), self.status,
-                "" if self.seconds is None else f"{self.seconds:.1f}", " | ".join(self.notes)]
-
-
-# --------------------------------------------------------------------------- the instructor's side
-
-
-@dataclass
-class Assignment:
-    """What the grader trusts about one notebook: the instructor's files and test plan."""
-
-    name: str
-    notebook: str
-    release: dict
-    plan: list
-    entry: registry.Notebook
-    digest: str
-
-    @property
-    def track(self) -> str:
-        return self.entry.track
-
-    @property
-    def max_score(self) -> float:
-        return nbprogram.max_points(self.plan)
-
-    def calls(self) -> list:
-        return [(test, call) for test in self.plan for call in test.calls]
-
-    def limits(self, limits: Limits) -> Limits:
-        """The instructor's limits, with the notebook's own time limits where none were given."""
-        return replace(limits, cell_seconds=limits.cell_seconds or self.entry.cell_seconds,
-                       notebook_seconds=limits.notebook_seconds or self.entry.notebook_seconds)
-
-
-def load_assignment(name: str, notebook: str, solutions_dir: Path = SOLUTIONS_DIR,
-                    exercises_dir: Path = EXERCISES_DIR) -> Assignment:
-    try:
-        entry = registry.notebook(name, notebook)
-    except KeyError as err:
-        raise GradingInputError(f"{err.args[0]}: add it to mha_checks/registry.py first.") from None
-    source_path = Path(solutions_dir) / name / f"{notebook}.ipynb"
-    release_path = Path(exercises_dir) / name / f"{notebook}.ipynb"
-    source = json.loads(source_path.read_text(encoding="utf-8"))
-    release = json.loads(release_path.read_text(encoding="utf-8"))
-    digest = hashlib.sha256()
-    for path in grading_inputs(name, source_path, release_path):
-        digest.update(_portable_name(path).encode() + b"\0" + path.read_bytes())
-    return Assignment(name, notebook, release, nbprogram.test_plan(source), entry, digest.hexdigest())
-
-
-def _portable_name(path: Path) -> str:
-    """A file's name in the digest: the same in every checkout, wherever it lives."""
-    for root in (CHECKS_DIR.parent, PACKAGE_DIR.parent):
-        if root in path.parents:
-            return str(path.relative_to(root))
-    return "/".join(path.parts[-2:])
-
-
-# The modules a grade starts from on the grader's side: this one judges, and the harness runs
-# the checks' collect halves in the sandbox, which starts it by name on a command line, so no
-# import statement leads to it.
-GRADER_ENTRY_MODULES = ("autograder.grading", "autograder.harness")
-
-
-def grading_inputs(assignment: str, source: Path, release: Path) -> list:
-    """Every file a notebook's grade depends on: its instructor notebooks, its chapter's case
-    files, the code that grades it and the data files that code reads.
-
-    The code is found by reading import statements, not by running them: starting from the
-    chapter's module and the grader's entry modules, every module of the repository's own
-    packages that they import counts, recursively, in whatever folder it lives and wherever the
-    statement is (inside a function too). So the engine, the shared helpers and every earlier
-    chapter whose helpers this one reuses count, and a chapter this one does not import is left
-    out: editing it keeps this chapter's saved grades. A data file of those packages counts when
-    one of these modules names it in a string, as a module that reads the file does. Read from
-    the files, the set is the same in a normal and a shard run, whatever the process imported."""
-    roots = _package_roots()
-    # Named as chapter_module imports it, so no list of chapters is kept here.
-    chapter = f"{chapter_module.__module__}.{assignment}"
-    modules = _imported_closure([chapter, *GRADER_ENTRY_MODULES], roots)
-    code = sorted(set(modules.values()))
-    cases = [case_file(assignment, split) for split in ("visible", "hidden")]
-    data = [path for path in _data_files_named_in(code, roots) if path not in cases]
-    return [source, release, *cases, *code, *data]
-
-
-def _package_roots() -> dict:
-    """The repository's own packages by import name; imports of anything else (NumPy, the
-    standard library) are outside the course and not followed."""
-    return {folder.name: folder for folder in (CHECKS_DIR, PACKAGE_DIR)}
-
-
-def _imported_closure(modules: Sequence[str], roots: dict) -> dict:
-    """``{module name: file}`` for ``modules`` and everything they import, recursively."""
-    found, seen, todo = {}, set(), list(modules)
-    while todo:
-        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: they count too.
-        for name in _with_parent_packages(todo.pop()):
-            if name in seen:
-                continue
-            seen.add(name)
-            path = _module_file(name, roots)
-            if path is not None:
-                found[name] = path
-                todo.extend(_modules_imported_by(path, name))
-    return found
-
-
-def _with_parent_packages(module: str) -> list:
-    parts = module.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _module_file(module: str, roots: dict) -> Optional[Path]:
-    top, *rest = module.split(".")
-    if top not in roots:
-        return None
-    base = roots[top].joinpath(*rest)
-    for candidate in (base / "__init__.py", base.parent / f"{base.name}.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _modules_imported_by(path: Path, module: str) -> set:
-    """The absolute names of the modules ``path`` imports. ``from p import n`` names both ``p``
-    and ``p.n``, as ``n`` may be a submodule; a name that is no module's file is dropped later."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for level, imported, members in _read_code(path.read_bytes())[0]:
-        base = _absolute_module(level, imported, package)
-        if base:
-            names.add(base)
-            names.update(f"{base}.{member}" for member in members if member != "*")
-    return names
-
-
-def _absolute_module(level: int, module: str, package: str) -> str:
-    """``from ..engine import x`` (level 2, ``engine``) in package ``a.b`` reads ``a.engine``."""
-    if level == 0:
-        return module
-    parts = package.split(".") if package else []
-    if level - 1 > len(parts):
-        return ""  # above the top package: Python refuses it too
-    return ".".join(filter(None, (*parts[:len(parts) - (level - 1)], module)))
-
-
-@lru_cache(maxsize=None)
-def _read_code(source: bytes) -> tuple:
-    """``(imports, strings)`` in a module's source: every import statement as ``(level, module,
-    imported names)``, functions included (they import when called, and grading calls them),
-    and every string constant. Cached by content: a class loads every notebook's assignment."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        # The module's bytes still count; grading reports the error as a grader error per notebook
-        # rather than the whole class stopping here.
-        return (), frozenset()
-    imports, strings = [], set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imports += [(0, alias.name, ()) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            strings.add(node.value)
-    return tuple(imports), frozenset(strings)
-
-
-def _data_files_named_in(code: Sequence[Path], roots: dict) -> list:
-    """The packages' data files (anything but code) whose name a module of ``code`` writes in a
-    string, e.g. ``Path(__file__).parent / "data" / "model.npz"``."""
-    named = {PurePosixPath(text).name for path in code for text in _read_code(path.read_bytes())[1] if text}
-    return sorted(path for root in roots.values() for path in root.rglob("*")
-                  if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts
-                  and path.name in named)
 
 
 # --------------------------------------------------------------------------- one notebook
@@ -371,23 +155,22 @@ def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
     """Judge every check call here, in the grader's process; a test scores when all its calls pass.
 
     A function built on others is judged with what their own checks collected in this run
-    (same hidden flag), so one bug costs points once. Returns the test results and
-    ``(method, traceback)`` for every judge that crashed."""
+    (same hidden flag; :func:`engine.building_blocks` decides which), so one bug costs points
+    once. Returns the test results and ``(method, traceback)`` for every judge that crashed."""
     data = protocol.call_data(e for _, e in run.events)
     checks = chapter_module(spec.name).Checks(spec.track)
     calls = [call for _, call in spec.calls()]
-    collected = {}
+    collected = {False: {}, True: {}}  # hidden -> {check: the first record it collected}
     for index, call in enumerate(calls):
         if isinstance(data.get(index), dict) and protocol.COLLECTED in data[index]:
-            collected.setdefault((call.method, bool(call.kwargs_dict().get("hidden"))),
-                                 data[index][protocol.COLLECTED])
+            collected[bool(call.kwargs_dict().get("hidden"))].setdefault(
+                call.method, data[index][protocol.COLLECTED])
     results, errors, index = [], [], 0
     for test in spec.plan:
         messages, passed = [], True
         for call in test.calls:
             hidden = bool(call.kwargs_dict().get("hidden"))
-            blocks = {block: collected[(block, hidden)] for block in _uses(checks, call.method)
-                      if (block, hidden) in collected}
+            blocks = building_blocks(checks.chapter.checks.get(call.method), collected[hidden])
             ok, message, crash = _judge_call(checks, call, data.get(index), skipped_calls.get(index), blocks)
             passed &= ok
             messages.append(message)
@@ -397,11 +180,6 @@ def _score(spec: Assignment, run: RunResult, skipped_calls: dict) -> tuple:
         results.append(TestResult(test.grade_id, test.points, test.points if passed else 0.0,
                                   test.hidden, messages))
     return results, errors
-
-
-def _uses(checks, method: str) -> tuple:
-    declared = checks.chapter.checks.get(method)
-    return getattr(declared, "uses", ())
 
 
 def _judge_call(checks, call, data, skipped_reason, blocks: dict) -> tuple:
@@ -434,7 +212,6 @@ def _output_text(output: bytes, dropped: int) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- saving results
 
 
 def submission_digest(sub: Submission, spec: Assignment, limits: Limits, gpu: bool,
@@ -445,28 +222,6 @@ def submission_digest(sub: Submission, spec: Assignment, limits: Limits, gpu: bo
         digest.update(Path(sub.path).read_bytes())
     return digest.hexdigest()
 
-
-def result_path(out_dir: Path, student: str, assignment: str, notebook: str) -> Path:
-    return out_dir / "results" / student / assignment / f"{notebook}.json"
-
-
-def save_result(result: NotebookResult, path: Path) -> None:
-    """Write atomically: a run killed mid-write leaves the old file or none, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False,
-                                     encoding="utf-8") as f:
-        json.dump(asdict(result), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
-
-
-def load_result(path: Path, digest: str) -> Optional[NotebookResult]:
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        return NotebookResult(**saved) if saved.get("digest") == digest else None
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 # --------------------------------------------------------------------------- a class
@@ -483,7 +238,6 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
     split of the class into N (see :mod:`autograder.shards`, which also merges
     the shards' outputs into one).
     """
-    from . import shards as sharding  # imported here: it imports this module
     say = print if verbose else (lambda *a, **k: None)
     shard = None if shard is None else sharding.parse_shard(shard)
     submissions, out_dir = Path(submissions).resolve(), Path(out_dir).resolve()
@@ -538,7 +292,7 @@ def grade(submissions, out_dir, assignments: Optional[Sequence[str]] = None, job
         with lock:
             done[0] += 1
             say(f"[{done[0]}/{len(todo)}] {sub.student} {sub.assignment} "
-                f"{sub.notebook}: {_describe(result)}" + (" (saved result reused)" if reused else ""))
+                f"{sub.notebook}: {describe(result)}" + (" (saved result reused)" if reused else ""))
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -560,77 +314,3 @@ def _check_out_dir(submissions: Path, out_dir: Path) -> None:
             "folder outside SUBMISSIONS (and not containing it).")
 
 
-def _write_log(result: NotebookResult, out_dir: Path) -> None:
-    path = out_dir / "logs" / result.student / result.assignment / f"{result.notebook}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{result.student} {result.assignment} {result.notebook}: {_describe(result)}",
-             f"source: {result.source}"] + [f"note: {n}" for n in result.notes]
-    for cell in result.cells:
-        if cell["error"]:
-            lines.append(f"{cell['label']}: {cell['error']}")
-    for test in result.tests:
-        lines.append(f"{test['grade_id']}: {test['score']:g}/{test['points']:g}")
-        lines += [f"    {m}" for m in test["messages"]]
-    for error in result.grader_errors:
-        lines += ["", f"--- {GRADER_ERROR} (a bug in the course's checks, not in the submission) ---", error]
-    lines += ["", "--- output ---", result.output]
-    if result.withheld_output:
-        lines += ["", "--- printed while the hidden checks ran (not on the student's feedback page) ---",
-                  result.withheld_output]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def write_csv(results: Sequence[NotebookResult], path: Path) -> None:
-    write_rows(path, COLUMNS, (r.csv_values() for r in results))
-
-
-def read_csv(path: Path) -> list:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def summary(results: Sequence[NotebookResult]) -> str:
-    """Counts per status, then one line per notebook that was not graded for a reason to look at."""
-    counts = Counter(FAILED if r.status.startswith(FAILED) else r.status for r in results)
-    parts = [f"{s}: {counts[s]}" for s in (GRADED, MISSING, NEEDS_GPU, FAILED) if counts[s]]
-    lines = [f"{len(results)} notebooks: " + (", ".join(parts) or "none")]
-    lines += [f"  {r.student} {r.assignment} {r.notebook}: {r.status}"
-              for r in results if r.status.startswith(FAILED)]
-    noted = sum(1 for r in results if r.status == GRADED and any("run again" in n for n in r.notes))
-    if noted:
-        lines.append(f"  {noted} graded notebook(s) had a cell or check skipped after it broke "
-                     "the run (see the notes column)")
-    return "\n".join(lines)
-
-
-def _describe(result: NotebookResult) -> str:
-    if result.status == GRADED:
-        return f"{_number(result.score)}/{_number(result.max_score)} ({result.seconds or 0:.1f} s)"
-    return result.status
-
-
-def _number(x) -> str:
-    if x is None:
-        return ""
-    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
-
-
-# --------------------------------------------------------------------------- outputs grade and merge share
-
-
-def write_notebook_outputs(result: NotebookResult, out_dir: Path, feedback: bool = True) -> None:
-    """One notebook's log and, with ``feedback``, its student's page."""
-    _write_log(result, out_dir)
-    if feedback:
-        write_feedback_page(result, out_dir / "feedback" / result.student / result.assignment
-                            / f"{result.notebook}.html")
-
-
-def finish_class(results: Sequence[NotebookResult], out_dir: Path, feedback: bool, say) -> list:
-    """Sort the results as grades.csv lists them, write grades.csv, report; return the sorted list."""
-    results = sorted(results, key=lambda r: (r.student.casefold(), r.student, r.assignment, r.notebook))
-    write_csv(results, out_dir / "grades.csv")
-    say(summary(results))
-    say(f"Grades: {out_dir / 'grades.csv'}; student ids: {out_dir / 'students.csv'}; logs: "
-        f"{out_dir / 'logs'}" + (f"; feedback: {out_dir / 'feedback'}" if feedback else ""))
-    return results

@@ -33,21 +33,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from mha_checks.registry import DEFAULT_CELL_SECONDS, DEFAULT_NOTEBOOK_SECONDS
-
 from . import protocol
 from .paths import CHECKS_DIR, HIDDEN_CASES_DIR, PACKAGE_DIR, REPO_ROOT, VISIBLE_CASES_DIR
 
 SANDBOX_COURSE = "/course"  # where the course's two packages appear inside the sandbox
 GRACE_SECONDS = 5  # after a soft time limit, how long the code gets before it is killed
 NOTEBOOK_TIME_LIMIT = "the notebook's time limit"  # killed_reason when the whole run was too long
+DEFAULT_CELL_SECONDS = 60        # a cell or a check, unless its notebook's registry entry gives more
+DEFAULT_NOTEBOOK_SECONDS = 600   # one run of a whole notebook, likewise
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one run of a notebook may use. The CLI's options set these."""
+    """What one run of a notebook may use: every limit and its default is decided here, and the
+    CLI's options and their defaults come from here."""
 
-    # None: the notebook's own limits from the course registry (60 s and 600 s unless it says more)
+    # None: the notebook's own limits from the course registry, else the defaults above
     cell_seconds: Optional[float] = None      # one cell or one check (soft, then hard after GRACE_SECONDS)
     notebook_seconds: Optional[float] = None  # wall time of one run of the whole notebook
     memory_bytes: int = 4 * 1024**3   # address space (CPU tracks) and resident memory (all tracks)
@@ -56,10 +57,14 @@ class Limits:
     output_bytes: int = 1024**2       # printed output kept for the log; the rest is counted, not kept
     report_bytes: int = 256 * 1024**2  # everything the harness may report back
 
-    def resolved(self) -> "Limits":
-        """These limits, with the registry's defaults for time limits left open."""
-        return replace(self, cell_seconds=self.cell_seconds or DEFAULT_CELL_SECONDS,
-                       notebook_seconds=self.notebook_seconds or DEFAULT_NOTEBOOK_SECONDS)
+    def resolved(self, notebook=None) -> "Limits":
+        """The limits one run works under: a time limit left open is ``notebook``'s own (its
+        ``cell_seconds`` and ``notebook_seconds`` in the course registry), else the default."""
+        return replace(
+            self, cell_seconds=(self.cell_seconds or getattr(notebook, "cell_seconds", None)
+                                or DEFAULT_CELL_SECONDS),
+            notebook_seconds=(self.notebook_seconds or getattr(notebook, "notebook_seconds", None)
+                              or DEFAULT_NOTEBOOK_SECONDS))
 
     def describe(self) -> str:
         times = (f"{self.cell_seconds:g} s per cell and per check, {self.notebook_seconds:g} s per "

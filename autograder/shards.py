@@ -52,7 +52,7 @@ nothing, when:
   not those its shard recorded when it finished (edited since);
 - a saved result is not one the grader could write for its notebook: its
   maximum is not the instructor's notebook's points
-  (:func:`grading.load_assignment`), its tests are not that notebook's tests,
+  (:func:`instructor.load_assignment`), its tests are not that notebook's tests,
   a test scores neither 0 nor its points, its score is not the sum of its
   tests' scores, or a field has the wrong type;
 - a file merge would write leads out of ``out_dir`` through a link.
@@ -63,7 +63,7 @@ what is gone, and merge again). The SHA-256 catches a result changed after its
 shard finished, not a ``shard.json`` rewritten to match; the checks on the
 score still hold then. Otherwise merge writes ``grades.csv``, ``logs/``,
 ``feedback/``, ``results/`` and ``students.csv`` with the same writers as
-:func:`grading.grade`, so its output equals a single run's except the
+:func:`grading.grade` (:mod:`results`), so its output equals a single run's except the
 ``seconds`` column (and the time in each graded log's first line), which
 records how long each notebook took in its shard.
 """
@@ -82,8 +82,9 @@ from typing import Optional, Sequence, Union
 
 from mha_checks import registry
 
-from .grading import (FAILED, GRADED, MISSING, NEEDS_GPU, NotebookResult, finish_class,
-                      load_assignment, result_path, save_result, write_notebook_outputs)
+from .instructor import load_assignment
+from .results import (FAILED, GRADED, MISSING, NEEDS_GPU, NotebookResult, finish_class,
+                      result_path, save_result, write_notebook_outputs)
 from .submissions import MAX_ID_LENGTH, GradingInputError, sanitize_student_ids
 
 MANIFEST = "shard.json"

@@ -1,13 +1,15 @@
-"""The three tracks' array libraries, seen through one small interface.
+"""The course's tracks, each declared once with its array library.
 
-Checks hold their cases as NumPy arrays; a Backend turns them into the track's
-arrays (NumPy, CuPy on the GPU, torch tensors) and turns results back into NumPy
-for the comparison. torch and CuPy are imported only when their track asks.
+Checks hold their cases as NumPy arrays; a track's backend turns them into
+the track's arrays (NumPy, CuPy on the GPU, torch tensors) and turns results
+back into NumPy for the comparison. One class per track, listed in
+:data:`BACKENDS`: the track's name, how its arrays are called in messages,
+where it computes (the device the tolerances depend on) and the conversions.
+The registry's notebooks and the checks' ``tracks`` read the tracks from here,
+so a new track is one backend class here plus its notebooks in the registry.
+torch and CuPy are imported only when their track asks.
 """
 import numpy as np
-
-TRACKS = ("numpy", "cupy", "torch")
-ARRAY_TYPE_NAMES = {"numpy": "numpy.ndarray", "cupy": "cupy.ndarray", "torch": "torch.Tensor"}
 
 
 def gpu_available() -> bool:
@@ -23,57 +25,107 @@ def gpu_available() -> bool:
 
 
 class Backend:
-    """Convert between NumPy and one track's arrays."""
+    """Convert between NumPy and one track's arrays; one subclass per track."""
 
-    def __init__(self, name: str, torch_device: str = "cpu"):
-        if name not in TRACKS:
-            raise ValueError(f"unknown track {name!r}: use one of {TRACKS}")
-        self.name = name
-        if name == "cupy":
-            if not gpu_available():
-                raise RuntimeError(
-                    "The CuPy track needs a CUDA GPU and none is available here. "
-                    "On Colab: Runtime > Change runtime type > GPU, then run the notebook again."
-                )
-            import cupy
-            self.xp = cupy
-            self.device = "gpu"
-        elif name == "torch":
-            import torch
-            self.xp = torch
-            self.torch_device = torch_device
-            self.device = "gpu" if torch_device.startswith("cuda") else "cpu"
-        else:
-            self.xp = np
-            self.device = "cpu"
+    name: str = ""              # the track, as the registry and the checks name it
+    array_type_name: str = ""   # the track's array type, as messages name it
 
-    @property
-    def array_type_name(self) -> str:
-        return ARRAY_TYPE_NAMES[self.name]
+    @staticmethod
+    def device_for(torch_device: str) -> str:
+        """Where this track computes ("cpu" or "gpu"), known without importing its library."""
+        return "cpu"
+
+    def __init__(self, torch_device: str = "cpu"):
+        self.torch_device = torch_device
+        self.device = self.device_for(torch_device)
+        self.xp = self._library()
+
+    def _library(self):
+        return np
 
     def asarray(self, a):
         """The track's array holding a copy of NumPy array `a` (so a student's in-place edit can't touch the case)."""
-        a = np.array(a, copy=True)
-        if self.name == "numpy":
-            return a
-        if self.name == "cupy":
-            return self.xp.asarray(a)
-        return self.xp.from_numpy(a).to(self.torch_device)
+        return np.array(a, copy=True)
 
     def is_native(self, x) -> bool:
-        if self.name == "numpy":
-            return isinstance(x, np.ndarray)
-        if self.name == "cupy":
-            return isinstance(x, self.xp.ndarray)
-        return isinstance(x, self.xp.Tensor)
+        return isinstance(x, np.ndarray)
 
     def to_numpy(self, x) -> np.ndarray:
-        if self.name == "cupy" and isinstance(x, self.xp.ndarray):
-            return self.xp.asnumpy(x)
-        if self.name == "torch" and isinstance(x, self.xp.Tensor):
-            return x.detach().cpu().numpy()
         return np.asarray(x)
 
     def dtype_name(self, x) -> str:
-        """'float32', 'float64', 'bool', ... for any of the three libraries."""
+        """'float32', 'float64', 'bool', ... for any of the tracks' libraries."""
         return str(x.dtype).replace("torch.", "")
+
+
+class NumpyBackend(Backend):
+    name, array_type_name = "numpy", "numpy.ndarray"
+
+
+class CupyBackend(Backend):
+    name, array_type_name = "cupy", "cupy.ndarray"
+
+    @staticmethod
+    def device_for(torch_device: str) -> str:
+        return "gpu"
+
+    def _library(self):
+        if not gpu_available():
+            raise RuntimeError(
+                "The CuPy track needs a CUDA GPU and none is available here. "
+                "On Colab: Runtime > Change runtime type > GPU, then run the notebook again."
+            )
+        import cupy
+        return cupy
+
+    def asarray(self, a):
+        return self.xp.asarray(np.array(a, copy=True))
+
+    def is_native(self, x) -> bool:
+        return isinstance(x, self.xp.ndarray)
+
+    def to_numpy(self, x) -> np.ndarray:
+        if isinstance(x, self.xp.ndarray):
+            return self.xp.asnumpy(x)
+        return np.asarray(x)
+
+
+class TorchBackend(Backend):
+    name, array_type_name = "torch", "torch.Tensor"
+
+    @staticmethod
+    def device_for(torch_device: str) -> str:
+        return "gpu" if torch_device.startswith("cuda") else "cpu"
+
+    def _library(self):
+        import torch
+        return torch
+
+    def asarray(self, a):
+        return self.xp.from_numpy(np.array(a, copy=True)).to(self.torch_device)
+
+    def is_native(self, x) -> bool:
+        return isinstance(x, self.xp.Tensor)
+
+    def to_numpy(self, x) -> np.ndarray:
+        if isinstance(x, self.xp.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+
+# The tracks, in the course's order: everything else derives from this table.
+BACKENDS = {backend.name: backend for backend in (NumpyBackend, CupyBackend, TorchBackend)}
+TRACKS = tuple(BACKENDS)
+ARRAY_TYPE_NAMES = {name: backend.array_type_name for name, backend in BACKENDS.items()}
+
+
+def backend_class(track: str) -> type:
+    """The backend of ``track``; a ValueError naming the tracks for any other name."""
+    if track not in BACKENDS:
+        raise ValueError(f"unknown track {track!r}: use one of {TRACKS}")
+    return BACKENDS[track]
+
+
+def backend(track: str, torch_device: str = "cpu") -> Backend:
+    """``track``'s backend, its library imported (CuPy: only where a GPU can run it)."""
+    return backend_class(track)(torch_device)

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import transport
-from .backends import ARRAY_TYPE_NAMES, TRACKS, Backend
+from .backends import TRACKS, Backend, backend_class
 from .cases import Case, grouped_args, load_cases, plain_arg, plain_args
 from .tolerances import named, tolerance
 
@@ -319,6 +319,15 @@ def _check_method(check) -> Callable:
 # The checks students and graders call
 # --------------------------------------------------------------------------
 
+def building_blocks(check, available) -> dict:
+    """The building blocks ``check`` is judged on top of, so that one bug costs once: of
+    ``available`` (a mapping from a block's name to what there is of it in the same run: the
+    student's function in a notebook, the record its own check collected with the same hidden flag
+    in grading), the entries of the blocks the check declares (``uses``), in that order. The
+    notebook's check and the grader both decide here."""
+    return {block: available[block] for block in getattr(check, "uses", ()) if block in available}
+
+
 class Arguments(list):
     """Positional arguments of one call, and ``keywords`` for those after a left-out one."""
 
@@ -333,11 +342,10 @@ class Checks:
     chapter: Chapter = None  # set by Chapter.checks_class
 
     def __init__(self, track: str = "numpy", torch_device: str = "cpu"):
-        if track not in TRACKS:
-            raise ValueError(f"unknown track {track!r}: use one of {TRACKS}")
+        backend = backend_class(track)  # a ValueError for a track the course does not have
         self.track, self.torch_device = track, torch_device
-        self.device = "gpu" if track == "cupy" or torch_device.startswith("cuda") else "cpu"
-        self.array_type_name = ARRAY_TYPE_NAMES[track]
+        self.device = backend.device_for(torch_device)
+        self.array_type_name = backend.array_type_name
         self._backend = None
 
     @property
@@ -345,7 +353,7 @@ class Checks:
         # Created on first use: judging needs no array library, so a grader
         # without a GPU can judge what a CuPy notebook returned.
         if self._backend is None:
-            self._backend = Backend(self.track, self.torch_device)
+            self._backend = backend_class(self.track)(self.torch_device)
         return self._backend
 
     def cases(self, function: str, hidden: bool = False) -> list:
@@ -417,11 +425,12 @@ class Checks:
         try:
             message = self.judge(method, record, **kwargs)
         except CheckFailure:
-            if not getattr(check, "uses", ()):
+            # The student's building blocks, where the student's function was defined.
+            functions = building_blocks(check, getattr(target, "__globals__", {}))
+            if not functions:
                 raise
-            defined = getattr(target, "__globals__", {})  # where the student's function was defined
-            blocks = {block: crossed(self.collect(block, defined[block], hidden=kwargs.get("hidden", False)))
-                      for block in check.uses if block in defined}
+            blocks = {block: crossed(self.collect(block, fn, hidden=kwargs.get("hidden", False)))
+                      for block, fn in functions.items()}
             message = self.judge(method, record, blocks=blocks, **kwargs)
         print(message)
 

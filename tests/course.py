@@ -8,7 +8,7 @@ import os
 import nbformat
 import pytest
 
-from autograder.grading import load_assignment
+from autograder.instructor import load_assignment
 from autograder.notebooks import solution_run
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
 from mha_checks import registry

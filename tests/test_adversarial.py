@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from autograder.grading import GRADED, grade, read_csv
-from autograder.grading import load_assignment
+from autograder.grading import grade
+from autograder.instructor import load_assignment
 from autograder.paths import SOLUTIONS_DIR
+from autograder.results import GRADED, read_csv
 from mha_checks import registry
 from autograder.program import HIDDEN_TESTS_BEGIN, HIDDEN_TESTS_END
 from autograder.sandbox import Limits, sandbox_problem

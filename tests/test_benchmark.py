@@ -10,7 +10,7 @@ import pytest
 
 from autograder.benchmark import (BenchmarkInputError, benchmark, format_report, make_class,
                                   score_disagreements)
-from autograder.grading import GRADED
+from autograder.results import GRADED
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
 from autograder.sandbox import sandbox_problem
 from course import FIRST, full_marks

@@ -466,7 +466,7 @@ def test_feedback_page_reads_well_on_a_phone(browser, report_line):
     """A student's feedback page, with long diagnoses, long code lines and printed output,
     does not scroll sideways at 420 px, and its messages are not hard-wrapped."""
     from autograder.feedback import render
-    from autograder.grading import NotebookResult
+    from autograder.results import NotebookResult
     message = ("scaled_dot_product_attention(q: float64 (2, 3, 8), k: float64 (2, 5, 8), v: float64 (2, 5, 6)): "
                "the scores were divided by d_k instead of sqrt(d_k).")
     result = NotebookResult(

@@ -186,12 +186,12 @@ class FakeCupyArray:
 def fake_cupy_checks():
     """The chapter's checks of the CuPy track, whose backend holds FakeCupyArray as cupy.ndarray."""
     import types
-    from mha_checks.backends import Backend
+    from mha_checks.backends import CupyBackend
     fake = types.SimpleNamespace(
         ndarray=FakeCupyArray, int64=np.int64, asnumpy=lambda a: a.array.copy(),
         asarray=lambda a, dtype=None: a if isinstance(a, FakeCupyArray) else FakeCupyArray(np.array(a, dtype=dtype)))
-    backend = object.__new__(Backend)
-    backend.name, backend.xp, backend.device = "cupy", fake, "gpu"
+    backend = object.__new__(CupyBackend)
+    backend.xp, backend.device = fake, "gpu"
     checks = ch08.Checks("cupy")
     checks._backend = backend
     return checks, fake

@@ -5,7 +5,8 @@ import shutil
 import zipfile
 
 from autograder import cli
-from autograder.grading import grade, read_csv
+from autograder.grading import grade
+from autograder.results import read_csv
 from autograder.paths import EXERCISES_DIR, SOLUTIONS_DIR
 from autograder.spreadsheet import FORMULA_STARTS
 from course import FIRST, full_marks

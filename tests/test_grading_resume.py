@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from autograder.grading import grade, read_csv
+from autograder.grading import grade
+from autograder.results import read_csv
 from autograder.paths import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
 from course import FIRST, full_marks
 
@@ -67,14 +68,14 @@ def test_a_changed_submission_is_graded_again(tmp_path):
 def copy_of_packages(tmp_path, monkeypatch):
     """A copy of the checks and the grader that the digests read instead of the checkout's, to
     edit freely (the sandbox still runs the checkout's code)."""
-    from autograder import grading
+    from autograder import instructor
     from autograder.paths import CHECKS_DIR, PACKAGE_DIR
     ignore = shutil.ignore_patterns("__pycache__")
     checks, grader = tmp_path / "mha_checks", tmp_path / "autograder"
     shutil.copytree(CHECKS_DIR, checks, ignore=ignore)
     shutil.copytree(PACKAGE_DIR, grader, ignore=ignore)
-    monkeypatch.setattr(grading, "CHECKS_DIR", checks)
-    monkeypatch.setattr(grading, "PACKAGE_DIR", grader)
+    monkeypatch.setattr(instructor, "CHECKS_DIR", checks)
+    monkeypatch.setattr(instructor, "PACKAGE_DIR", grader)
     return checks, grader
 
 
@@ -89,11 +90,11 @@ def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, mo
     """A notebook's digest changes with its own chapter's checks and with any module of the engine
     or the grader that grading imports, however deep; another chapter's checks, and a module
     nothing imports, leave it alone."""
-    from autograder import grading
+    from autograder import instructor
     checks, grader = copy_of_packages(tmp_path, monkeypatch)
 
     def digest():
-        return grading.load_assignment(ASSIGNMENT, "1_numpy").digest
+        return instructor.load_assignment(ASSIGNMENT, "1_numpy").digest
 
     base = digest()
     other = checks / "chapters" / "ch99_other.py"
@@ -157,9 +158,9 @@ def reuser():
 
 def dependencies(assignment):
     """The files in the digest of a chapter's first notebook, named as in every checkout."""
-    from autograder import grading
+    from autograder import instructor
     notebooks = (folder / assignment / "1_numpy.ipynb" for folder in (SOLUTIONS_DIR, EXERCISES_DIR))
-    return {grading._portable_name(path) for path in grading.grading_inputs(assignment, *notebooks)}
+    return {instructor._portable_name(path) for path in instructor.grading_inputs(assignment, *notebooks)}
 
 
 def test_a_chapter_depends_on_the_chapters_it_imports_and_on_no_other():
@@ -189,30 +190,30 @@ def test_a_chapter_depends_on_the_chapters_it_imports_and_on_no_other():
 def test_a_digest_is_the_same_in_every_checkout_and_process(tmp_path, monkeypatch):
     """Shards compare the digests other machines made: where the checkout lives, and what the
     process imported before (the shard module, every chapter), must not change them."""
-    from autograder import grading
+    from autograder import instructor
     from mha_checks.chapters import chapter_module
     from mha_checks.registry import assignments
     chapter, _, _ = reuser()
-    here = grading.load_assignment(chapter, "1_numpy").digest
+    here = instructor.load_assignment(chapter, "1_numpy").digest
     fresh = subprocess.run(
-        [sys.executable, "-c", "from autograder.grading import load_assignment; "
+        [sys.executable, "-c", "from autograder.instructor import load_assignment; "
          f"print(load_assignment({chapter!r}, '1_numpy').digest)"],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True)
-    import autograder.shards  # noqa: F401 (grade imports it for a shard run only)
+    import autograder.shards  # noqa: F401 (what a process imported must not matter)
     for assignment in assignments():
         chapter_module(assignment)
-    assert grading.load_assignment(chapter, "1_numpy").digest == here == fresh.stdout.strip()
+    assert instructor.load_assignment(chapter, "1_numpy").digest == here == fresh.stdout.strip()
     elsewhere = []
     for checkout in (tmp_path / "one", tmp_path / "two" / "deeper"):
         copy_of_packages(checkout, monkeypatch)
-        elsewhere.append(grading.load_assignment(chapter, "1_numpy").digest)
+        elsewhere.append(instructor.load_assignment(chapter, "1_numpy").digest)
     assert elsewhere[0] == elsewhere[1]
 
 
 def test_the_import_walk_follows_every_form_of_import(tmp_path):
     """Absolute and relative imports, ``from package import submodule``, imports inside functions,
     package ``__init__`` files, folders at any depth; and nothing outside the given packages."""
-    from autograder.grading import _imported_closure
+    from autograder.instructor import _imported_closure
     files = {"pkg/__init__.py": "", "pkg/a.py": "import numpy\nimport pkg.b\n",
              "pkg/b.py": "def later():\n    from pkg.sub.c import X\n",
              "pkg/sub/__init__.py": "", "pkg/sub/c.py": "from .. import d\nfrom ..e import thing\nX = 1\n",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from autograder import cli, sandbox
-from autograder.grading import grade, load_assignment
+from autograder.instructor import load_assignment
+from autograder.grading import grade
 from autograder.paths import REPO_ROOT, SOLUTIONS_DIR
 from mha_checks.transport import NotPlainData, dumps, loads
 from autograder.protocol import Task

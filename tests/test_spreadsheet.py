@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import autograder
-from autograder.grading import COLUMNS, NotebookResult, read_csv, write_csv
+from autograder.results import COLUMNS, NotebookResult, read_csv, write_csv
 from autograder.spreadsheet import FORMULA_STARTS, as_text, write_rows
 from course import FIRST
 

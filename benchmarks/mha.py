@@ -27,9 +27,7 @@ NumPy layer costs against a library's, for the same output.
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
 import platform
@@ -42,7 +40,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from benchmarks.solutions import REPO, MissingSolution, solution_definitions  # noqa: F401 - re-exported
+from benchmarks import cli
+from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
 
 # name in the table -> (assignment, notebook, function) of the solution notebook that defines it
 COURSE_FORMS = {
@@ -200,35 +199,9 @@ def course_forms(solutions_dir: Optional[Path] = None, table: Optional[dict] = N
                  definitions_only: bool = True) -> dict:
     """The course's own functions, read from the solution notebooks; a clear error when one is missing.
 
-    ``table`` maps a label to ``(assignment, notebook, function)`` (default :data:`COURSE_FORMS`);
-    each notebook is read once, however many of its functions the table names. By default only
-    its definitions run (:func:`benchmarks.solutions.solution_definitions`: no experiment, no
-    MiniLM install); ``definitions_only=False`` runs every locked and solution cell, for
-    functions that need a notebook-level object (a compiled CuPy kernel, say)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from autograder.notebooks import solution_namespace
-    from autograder.paths import SOLUTIONS_DIR
-    solutions_dir = Path(solutions_dir or SOLUTIONS_DIR)
-    table = COURSE_FORMS if table is None else table
-    wanted = {}
-    for label, (assignment, notebook, name) in table.items():
-        path = solutions_dir / assignment / f"{notebook}.ipynb"
-        if not path.exists():
-            raise MissingSolution(f"{path} does not exist: the benchmark times its {name}(). "
-                                  f"Write that solution notebook first (or pass course=... to build_forms).")
-        wanted.setdefault(path, []).append(name)
-    namespaces = {}
-    for path, names in wanted.items():
-        if definitions_only:
-            namespaces[path] = solution_definitions(path, names)
-        else:
-            namespaces[path] = solution_namespace(path)
-            missing = [n for n in names if not callable(namespaces[path].get(n))]
-            if missing:
-                raise MissingSolution(f"{path} defines no {', '.join(missing)}(): the benchmark times it")
-    return {label: namespaces[solutions_dir / assignment / f"{notebook}.ipynb"][name]
-            for label, (assignment, notebook, name) in table.items()}
+    ``table`` maps a label to ``(assignment, notebook, function)`` (default :data:`COURSE_FORMS`); see
+    :func:`benchmarks.solutions.load_course`, which every benchmark loads through."""
+    return load_course(COURSE_FORMS if table is None else table, solutions_dir, definitions_only)
 
 
 def torch_weights(params: dict, device="cpu"):
@@ -364,7 +337,7 @@ def environment() -> dict:
     import torch
     return {
         "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-        "machine": platform.machine(), "processor": _cpu_name(),
+        "machine": platform.machine(), "processor": cpu_name(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
         "torch_threads": torch.get_num_threads(),
@@ -372,7 +345,7 @@ def environment() -> dict:
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -499,7 +472,7 @@ def time_gpu_forms(forms: list, repeats: int, warmup: int) -> list:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.mha", description=__doc__.split("\n\n")[0])
+    p = cli.parser("mha", __doc__)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--d-model", type=int, default=512)
@@ -508,11 +481,12 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=15, help="timed rounds; a form's time is its best round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--padding", action="store_true", help="time with a key-padding mask (B, 1, T)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--gpu", action="store_true", help="also time CuPy and torch on CUDA (needs a GPU and CuPy)")
+    cli.add_json_option(p)
     return p.parse_args(argv)
 
 
+@cli.reports_missing_solution("mha")
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -520,11 +494,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     x, params, mask = make_inputs(args.batch, args.seq, args.d_model, args.heads, padding=args.padding)
-    try:
-        course = course_forms()
-    except MissingSolution as err:
-        print(f"benchmarks.mha: {err}", file=sys.stderr)
-        return 2
+    course = course_forms()
     with threadpool_limits(limits=args.threads):
         forms = build_forms(x, params, args.heads, mask, course)
         errors = check_outputs(forms, x, params, args.heads, mask)
@@ -556,8 +526,7 @@ def main(argv=None) -> int:
         result["gpu"] = [{"name": t.name, "best_ms": t.best * 1e3, "median_ms": t.median * 1e3,
                           "ratio_to_baseline": t.best / gtimings[-1].best} for t in gtimings]
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, cli.json_text(result))
     return 0
 
 

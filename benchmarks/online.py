@@ -42,8 +42,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from benchmarks import mha
-from benchmarks.mha import REPO, Form, MissingSolution  # noqa: F401 - MissingSolution is part of this API
+from benchmarks import cli, mha
+from benchmarks.mha import Form
+from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
 
 CHAPTER = "ch05_cost_and_scale"
 # key -> (assignment, notebook, function) of the solution notebook that defines it
@@ -77,8 +78,8 @@ MIB = 2 ** 20
 
 def course_functions(solutions_dir: Optional[Path] = None, functions: Optional[dict] = None) -> dict:
     """The course's functions named in ``functions`` (default :data:`COURSE_FUNCTIONS`), read from the
-    solution notebooks by ``benchmarks.mha``'s loader; ``MissingSolution`` names a missing notebook or function."""
-    return mha.course_forms(solutions_dir, dict(functions or COURSE_FUNCTIONS), definitions_only=False)
+    solution notebooks by the benchmarks' loader; ``MissingSolution`` names a missing notebook or function."""
+    return load_course(dict(functions or COURSE_FUNCTIONS), solutions_dir, definitions_only=False)
 
 
 # --------------------------------------------------------------------------- inputs, forms, agreement
@@ -646,11 +647,7 @@ def main_gpu(args) -> int:
     if problem:
         print(f"benchmarks.online: --gpu needs a CUDA GPU that CuPy and torch can use: {problem}", file=sys.stderr)
         return 2
-    try:
-        tiled = course_functions(functions=GPU_FUNCTIONS)["tiled"]
-    except MissingSolution as err:
-        print(f"benchmarks.online: {err}", file=sys.stderr)
-        return 2
+    tiled = course_functions(functions=GPU_FUNCTIONS)["tiled"]
     import torch
     rows = run_gpu(args, tiled)
     device = gpu_device()
@@ -664,9 +661,8 @@ def main_gpu(args) -> int:
     print("GB/s: bytes of q, k, v read and out written once, over the time; a lower bound on the traffic "
           "(K and V tiles are reread for every block of queries).")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": vars(args), "device": device, "torch": torch.__version__,
-                                               "gpu": rows}, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, cli.json_text({"config": vars(args), "device": device, "torch": torch.__version__,
+                                                 "gpu": rows}))
     return 0
 
 
@@ -684,7 +680,7 @@ def int_list(text: str) -> list:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.online", description=__doc__.split("\n\n")[0])
+    p = cli.parser("online", __doc__)
     p.add_argument("--sizes", type=int_list, default=list(SIZES),
                    help=f"sequence lengths T (default {','.join(map(str, SIZES))})")
     p.add_argument("--d-k", type=int, default=D_K, help="d_k = d_v (default %(default)s)")
@@ -708,7 +704,7 @@ def parse_args(argv=None):
                    help=f"T of --gpu (default {','.join(map(str, SIZES))})")
     p.add_argument("--gpu-heads", type=int_list, default=[1, 16],
                    help="heads in one call of --gpu, each with every T (default 1,16)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    cli.add_json_option(p)
     return p.parse_args(argv)
 
 
@@ -750,17 +746,14 @@ def report(result: dict) -> None:
         print("threadpoolctl: " + ", ".join(f"{k}={v}" for k, v in lib.items()))
 
 
+@cli.reports_missing_solution("online")
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.gpu:
         return main_gpu(args)
     import torch
     torch.set_num_threads(args.threads)
-    try:
-        course = course_functions()
-    except MissingSolution as err:
-        print(f"benchmarks.online: {err}", file=sys.stderr)
-        return 2
+    course = course_functions()
     result = run_sweep(args, course)
     if args.scale:
         print("  --scale: the online form at a T beyond memory (a minute or more)", file=sys.stderr, flush=True)
@@ -769,8 +762,7 @@ def main(argv=None) -> int:
     summarize(result)
     report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, cli.json_text(result))
     return 0
 
 

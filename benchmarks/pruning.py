@@ -32,8 +32,6 @@ of one run are what the chapter pages quote (``--json``, ``benchmarks/results/pr
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,9 +39,9 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks import mha
+from benchmarks import cli
 from benchmarks.mha import Form, blas_info, environment, time_forms, time_gpu_forms
-from benchmarks.solutions import REPO, MissingSolution
+from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
 
 CPU_TABLE = {
     "layer": ("ch04_concat_and_wo", "1_numpy", "multi_head_attention"),
@@ -60,7 +58,7 @@ FORMS = ("NumPy", "PyTorch module", "PyTorch SDPA")
 
 def course_functions(solutions_dir: Optional[Path] = None, gpu: bool = False) -> dict:
     table = dict(CPU_TABLE, **(GPU_TABLE if gpu else {}))
-    return mha.course_forms(solutions_dir, table)
+    return load_course(table, solutions_dir)
 
 
 def make_layer(d_model: int, n_heads: int, seed: int = 0) -> dict:
@@ -207,7 +205,7 @@ def markdown_table(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.pruning", description=__doc__.split("\n\n")[0])
+    p = cli.parser("pruning", __doc__)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--d-model", type=int, default=384)
@@ -216,11 +214,12 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
     p.add_argument("--repeats", type=int, default=15, help="timed rounds; a form's time is its best round")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--gpu", action="store_true", help="also time CuPy and PyTorch on CUDA")
+    cli.add_json_option(p)
     return p.parse_args(argv)
 
 
+@cli.reports_missing_solution("pruning")
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -231,11 +230,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    try:
-        course = course_functions(gpu=args.gpu)
-    except MissingSolution as err:
-        print(f"benchmarks.pruning: {err}", file=sys.stderr)
-        return 2
+    course = course_functions(gpu=args.gpu)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((args.batch, args.seq, args.d_model)).astype(np.float32)
     params = make_layer(args.d_model, args.heads)
@@ -270,8 +265,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k}: {v:.1e}" for k, v in errors.items()))
     print(f"load average after the run (1, 5, 15 min): {env['load_average']} on {os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, cli.json_text(result))
     return 0
 
 

@@ -26,8 +26,6 @@ which must not show graded code, quote this command's committed JSON
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,9 +33,9 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks import mha
-from benchmarks.mha import _cpu_name
-from benchmarks.solutions import REPO, MissingSolution
+from benchmarks import cli
+from benchmarks.mha import cpu_name
+from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
 
 from mha_checks import minilm, toy_task  # noqa: E402 - the course's package, next to this folder
 from mha_checks.chapters.ch07_redundancy import torch_state  # noqa: E402
@@ -68,7 +66,7 @@ TEMPERATURE = 0.5          # of the contrastive loss whose gradient gives MiniLM
 
 
 def course_functions(solutions_dir: Optional[Path] = None) -> dict:
-    return mha.course_forms(solutions_dir, TABLE)
+    return load_course(TABLE, solutions_dir)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -352,7 +350,7 @@ def run(course: dict, minilm_too: bool = True, log=print) -> dict:
     torch.set_num_threads(THREADS)
     result = {"config": {"threads": THREADS, "fd_sequences": FD_SEQUENCES, "half": HALF, "draws": DRAWS,
                          "minilm_step": MINILM_STEP, "temperature": TEMPERATURE},
-              "environment": {"numpy": np.__version__, "torch": torch.__version__, "processor": _cpu_name()}}
+              "environment": {"numpy": np.__version__, "torch": torch.__version__, "processor": cpu_name()}}
     toy = Toy(course)
     started = time.perf_counter()
     result["toy"] = {"held_out": len(toy.tokens), "ablation": toy.ablation()}
@@ -444,26 +442,21 @@ def markdown_tables(result: dict) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.redundancy", description=__doc__.split("\n\n")[0])
+    p = cli.parser("redundancy", __doc__)
     p.add_argument("--no-minilm", action="store_true", help="skip MiniLM (the toy model only)")
-    p.add_argument("--json", nargs="?", const=str(RESULTS), metavar="PATH",
-                   help=f"write the results as JSON (default path: {RESULTS.relative_to(REPO)})")
+    cli.add_json_option(p, default=RESULTS)
     return p.parse_args(argv)
 
 
+@cli.reports_missing_solution("redundancy")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        course = course_functions()
-    except MissingSolution as err:
-        print(f"benchmarks.redundancy: {err}", file=sys.stderr)
-        return 2
+    course = course_functions()
     result = run(course, minilm_too=not args.no_minilm)
     for name, table in markdown_tables(result).items():
         print(f"\n{name}\n{table}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {args.json}")
+        cli.write_json(args.json, cli.json_text(result, indent=1))
     return 0
 
 

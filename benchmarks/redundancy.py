@@ -38,7 +38,7 @@ from benchmarks.mha import cpu_name
 from benchmarks.solutions import REPO, MissingSolution, load_course  # noqa: F401 - MissingSolution is part of this API
 
 from mha_checks import minilm, toy_task  # noqa: E402 - the course's package, next to this folder
-from mha_checks.chapters.ch07_redundancy import torch_state  # noqa: E402
+from mha_checks.kit.models import torch_state  # noqa: E402
 
 TABLE = {
     "masked_multi_head_attention": ("ch07_redundancy", "1_numpy", "masked_multi_head_attention"),

@@ -11,7 +11,7 @@ import pytest
 from course import solution
 from mha_checks import toy_task
 from mha_checks.chapters import ch07_redundancy as ch07
-from mha_checks.chapters import layers
+from mha_checks.kit import layers
 
 ASSIGNMENT = "ch07_redundancy"
 
@@ -112,7 +112,7 @@ def test_central_differences_agree_with_autograd_on_a_random_model(sol):
 def test_the_generated_file_holds_autograd_gradients_the_numpy_track_reproduces(sol):
     recorded = ch07.load_gradients()
     model, H = toy_task.load_model()
-    numeric = sol["mask_gradients"](recorded["tokens"], recorded["periods"], ch07._float64_model(model), H)
+    numeric = sol["mask_gradients"](recorded["tokens"], recorded["periods"], ch07.float64_model(model), H)
     assert recorded["grads"].shape == (ch07.RECORDED, 2, 4) and recorded["grads"].dtype == np.float64
     assert np.abs(numeric - recorded["grads"]).max() < 1e-5
     assert np.abs(recorded["grads"]).max() > 0.05, "the gradients are not all near zero"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mha_checks.chapters import ch08_pruning as ch08
-from mha_checks.chapters.layers import layer_params
+from mha_checks.kit.layers import layer_params
 
 ASSIGNMENT = "ch08_pruning"
 

@@ -128,8 +128,9 @@ def test_saved_results_are_keyed_per_chapter_and_cover_nested_files(tmp_path, mo
 
 
 def chapter_imports(assignment) -> dict:
-    """``{module name: [names]}``: what a chapter's module takes from other chapters' modules, read from
-    the loaded module itself (independent of the grader's walk over the import statements)."""
+    """``{module name: [names]}``: what a chapter's module takes from other chapters' modules and from the
+    shared kit, read from the loaded module itself (independent of the grader's walk over the import
+    statements)."""
     from mha_checks.chapters import chapter_module
     from mha_checks.registry import assignments
     module = chapter_module(assignment)
@@ -137,7 +138,7 @@ def chapter_imports(assignment) -> dict:
     taken = {}
     for name, value in vars(module).items():
         source = getattr(value, "__module__", None)
-        if source in others:
+        if source in others or (source or "").startswith("mha_checks.kit."):
             taken.setdefault(source, []).append(name)
     return taken
 
@@ -146,13 +147,21 @@ def _chapter_file(module_name: str) -> str:
     return module_name.replace(".", "/") + ".py"
 
 
+def _order(module_name: str):
+    """Shared modules first (the kit, then earlier chapters in the course's order)."""
+    from mha_checks.registry import assignments
+    last = module_name.rsplit(".", 1)[1]
+    return (1, assignments().index(last)) if last in assignments() else (0, module_name)
+
+
 def reuser():
-    """The chapter whose module takes the most from other chapters, and the earliest chapter it takes from."""
+    """The chapter whose module takes the most from other modules (the kit's, other chapters'), and
+    the first of those it takes from."""
     from mha_checks.registry import assignments
     chapter = max(assignments(), key=lambda a: (len(chapter_imports(a)), assignments().index(a)))
     taken = chapter_imports(chapter)
-    assert taken, "no chapter reuses another's checks any more: these tests need one that does"
-    earliest = min(taken, key=lambda m: assignments().index(m.rsplit(".", 1)[1]))
+    assert taken, "no chapter reuses shared checks any more: these tests need one that does"
+    earliest = min(taken, key=_order)
     return chapter, earliest, taken[earliest]
 
 
@@ -229,9 +238,9 @@ def test_the_import_walk_follows_every_form_of_import(tmp_path):
 
 def test_editing_a_helper_two_chapters_down_regrades_and_an_unrelated_chapter_does_not(
         tmp_path, monkeypatch, capsys):
-    """The chapter that reuses the most of other chapters' checks (chapter 7 takes chapter 4's module
-    check and chapter 6's model helpers) must be graded again after the earliest chapter it reuses
-    changes, and keep its saved grade after a chapter it does not import changes."""
+    """The chapter that reuses the most shared checks (the kit's module, model and layer checks)
+    must be graded again after a shared module it reuses changes, and keep its saved grade after a
+    chapter it does not import changes."""
     from mha_checks.registry import assignments
     chapter, earliest, names = reuser()
     unrelated = next(a for a in reversed(assignments()) if a != chapter
@@ -254,6 +263,7 @@ def test_editing_a_helper_two_chapters_down_regrades_and_an_unrelated_chapter_do
     assert regrade(), "nothing changed, yet the saved grade was not reused"
     insert_before(chapters / f"{unrelated}.py", "\ndef ", f"\n# an edit {chapter} does not see\n")
     assert regrade(), f"editing {unrelated}, which {chapter} does not import, threw {chapter}'s grade away"
-    used = next((n for n in names if f"\ndef {n}(" in (chapters / f"{earliest.rsplit('.', 1)[1]}.py").read_text()), None)
-    insert_before(chapters / f"{earliest.rsplit('.', 1)[1]}.py", f"\ndef {used}(" if used else "\ndef ", "\n# a changed check\n")
+    shared = checks.parent / _chapter_file(earliest)
+    used = next((n for n in names if f"\ndef {n}(" in shared.read_text()), None)
+    insert_before(shared, f"\ndef {used}(" if used else "\ndef ", "\n# a changed check\n")
     assert not regrade(), f"{earliest}'s check changed, yet {chapter}'s old grade was reused"

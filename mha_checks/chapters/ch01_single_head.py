@@ -19,8 +19,8 @@ from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, d
                       is_close, is_near)
 from ..engine import collect_calls, judge_exception, judge_records, outputs_of, plain_result
 from ..tolerances import named
-from .common import causal as _causal, flip_is_distinct as _flip_is_distinct
-from .common import normal as _normal, random_mask as _random_mask
+from ..kit.common import causal as _causal, flip_is_distinct as _flip_is_distinct
+from ..kit.common import normal as _normal, random_mask as _random_mask
 
 # --------------------------------------------------------------------------
 # Case inputs

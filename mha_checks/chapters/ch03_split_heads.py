@@ -20,10 +20,10 @@ import numpy as np
 
 from ..engine import (Chapter, Custom, Function, Mistake, Question, collect_calls, describe_exception, fail,
                       is_close, judge_records, outputs_of)
-from . import layers
+from ..kit import layers
+from ..kit.common import normal
 from .ch01_single_head import CHAPTER as _CHAPTER_1
 from .ch01_single_head import SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
-from .common import normal
 
 LOOP = "multi_head_attention_loop"
 

@@ -20,13 +20,13 @@ import math
 
 import numpy as np
 
-from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, describe_exception, fail,
-                      is_close)
+from ..engine import Chapter, Custom, Function, Mistake, Question, describe_exception, fail, is_close
 from ..engine import collect_calls, judge_exception, judge_records, outputs_of, plain_result, worst_mismatch
-from . import layers
+from ..kit import layers
+from ..kit.common import normal as _normal
+from ..kit.modules import collect_module, judge_module
 from .ch01_single_head import SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
-from .common import normal as _normal
 
 # --------------------------------------------------------------------------
 # merge_heads: (B, H, T, d_k) -> (B, T, H*d_k)
@@ -45,35 +45,6 @@ def merge_hidden(rng):
             dict(x=_normal(rng, (5, 2, 7, 3), np.float64))]
 
 
-def _merge_no_transpose(sol, x):
-    """``x.reshape(B, T, H*d_k)`` straight from (B, H, T, d_k): the correct merge of a
-    tensor whose rows were shuffled the same way."""
-    B, H, T, d_k = x.shape
-    if H == 1 or T == 1:
-        return None
-    return sol["merge_heads"](np.ascontiguousarray(x.reshape(B, T, H, d_k).transpose(0, 2, 1, 3)))
-
-
-def _merge_heads_reversed(sol, x):
-    return None if x.shape[1] == 1 else sol["merge_heads"](np.ascontiguousarray(x[:, ::-1]))
-
-
-def _merge_interleaved(sol, x):
-    """Columns ordered feature-major (d*H + h) instead of head-major (h*d_k + d)."""
-    if x.shape[1] == 1 or x.shape[3] == 1:
-        return None
-    return sol["merge_heads"](np.ascontiguousarray(x.transpose(0, 3, 2, 1)))
-
-
-MERGE_NO_TRANSPOSE = ("the tokens are scrambled: a reshape of (B, H, T, d_k) straight to (B, T, H*d_k) mixes "
-                      "rows of different tokens. Move the head axis next to d_k first (swap axes 1 and 2), "
-                      "then reshape.")
-MERGE_REVERSED = "the heads are concatenated in reverse order: head 0 must fill columns 0 .. d_k-1."
-MERGE_INTERLEAVED = ("the columns are interleaved (feature d of head h landed at column d*H + h): the axes were "
-                     "put in the order (B, T, d_k, H) before the reshape; it must be (B, T, H, d_k), so that each "
-                     "head's d_k features stay side by side.")
-
-
 def _validate_merge(got, case):
     out = got["out"][0]
     B, H, T, d_k = case.args["x"].shape
@@ -83,66 +54,6 @@ def _validate_merge(got, case):
     if out.shape == (B, H * T, d_k) and H > 1:
         fail(f"merge_heads of {case.describe()} has shape {out.shape}: the heads were stacked along the token "
              f"axis; they go side by side along the features, (B, T, H*d_k) = {(B, T, H * d_k)}.")
-
-
-# --------------------------------------------------------------------------
-# multi_head_attention: the whole layer, batched over heads
-# --------------------------------------------------------------------------
-
-def _with_wrong_merge(sol, x, params, n_heads, mask, wrong_merge):
-    """The layer whose merge step is ``wrong_merge`` (a merge_heads mistake above), every other step
-    right. The heads come from the reference layer with w_o = I and no b_o (its output is then the
-    concatenated heads); undoing that concatenation gives (B, H, T, d_k) to merge the wrong way."""
-    width = params["w_q"].shape[1]
-    eye = np.eye(width, dtype=params["w_o"].dtype)
-    concat, weights = sol["multi_head_attention"](x, layers.changed(params, w_o=eye, b_o=None), n_heads, mask)
-    B, T = x.shape[:2]
-    heads = np.ascontiguousarray(concat.reshape(B, T, n_heads, width // n_heads).transpose(0, 2, 1, 3))
-    merged = wrong_merge(sol, heads)
-    if merged is None:
-        return None
-    out = merged @ params["w_o"]
-    if params.get("b_o") is not None:
-        out = out + params["b_o"]
-    return out, weights
-
-
-def _inherited_from_split(name):
-    """A correct layer on top of a split_heads that gives head h every H-th feature (chapter 3's
-    "strided" mistake) is the right layer with the columns of w_q, w_k, w_v (and biases) reordered."""
-
-    def strided(sol, x, params, n_heads, mask=None):
-        if n_heads == 1 or params["w_q"].shape[1] // n_heads == 1:
-            return None
-        return sol[name](x, layers.strided_columns(params, n_heads), n_heads, mask)
-
-    return (Inherited("split_heads", "strided", strided, message="split_heads gives head h every H-th feature "
-                      "(h, h+H, ...) instead of the block h*d_k:(h+1)*d_k."),)
-
-
-def _inherited_from_merge(name):
-    """What a correct layer gives on top of a merge_heads with a known mistake. Reversed and
-    interleaved heads are the right layer with the rows of w_o moved; a merge without the transpose
-    scrambles tokens, which no weight change reproduces, so it is rebuilt from the reference's heads."""
-
-    def reversed_heads(sol, x, params, n_heads, mask=None):
-        if n_heads == 1:
-            return None
-        return sol[name](x, layers.reversed_w_o_blocks(params, n_heads), n_heads, mask)
-
-    def interleaved(sol, x, params, n_heads, mask=None):
-        width = params["w_q"].shape[1]
-        if n_heads == 1 or width // n_heads == 1:
-            return None
-        order = layers.head_column_order(width, n_heads, strided=True)
-        return sol[name](x, layers.changed(params, w_o=np.ascontiguousarray(params["w_o"][order])), n_heads, mask)
-
-    def no_transpose(sol, x, params, n_heads, mask=None):
-        return _with_wrong_merge(sol, x, params, n_heads, mask, _merge_no_transpose)
-
-    return (Inherited("merge_heads", "heads_reversed", reversed_heads, message=MERGE_REVERSED),
-            Inherited("merge_heads", "interleaved", interleaved, message=MERGE_INTERLEAVED),
-            Inherited("merge_heads", "no_transpose", no_transpose, message=MERGE_NO_TRANSPOSE))
 
 
 # --------------------------------------------------------------------------
@@ -585,77 +496,6 @@ def _judge_from_torch(checks, records):
             f"({len(FROM_TORCH_PROBLEMS)} modules, with and without biases).")
 
 
-def _collect_module(checks, module_class):
-    """The student's MultiHeadAttention with each visible layer's weights: forward with no head mask,
-    and with each one-hot head mask and the zero mask (linearity in the head mask is checked in judge)."""
-    import torch
-    records = []
-    for case in checks.cases("multi_head_attention"):
-        x, n_heads = case.args["x"], int(case.args["n_heads"])
-        given = {k.split(".", 1)[1]: v for k, v in case.args.items() if k.startswith("params.")}
-        d_model, width = given["w_q"].shape
-        record = {}
-        records.append(record)
-        try:
-            layer = module_class(d_model, n_heads, d_k=width // n_heads, bias="b_o" in given)
-            named = dict(layer.named_parameters())
-            record["shapes"] = {n: list(p.shape) for n, p in named.items()}
-            if set(named) != set(given) or any(tuple(named[n].shape) != given[n].shape for n in given):
-                break
-            layer = layer.to(torch.float64 if x.dtype == np.float64 else torch.float32)
-            with torch.no_grad():
-                for n, p in layer.named_parameters():
-                    p.copy_(torch.from_numpy(given[n]))
-            mask = case.args.get("mask")
-            mask = torch.from_numpy(mask) if mask is not None else None
-            xt = torch.from_numpy(x.copy())
-            dtype = torch.float64 if x.dtype == np.float64 else torch.float32
-            with torch.no_grad():
-                record["plain"] = plain_result(layer(xt, mask), 2, checks.backend)
-                record["ones"] = plain_result(layer(xt, mask, torch.ones(n_heads, dtype=dtype)), 2, checks.backend)
-                record["zeros"] = plain_result(layer(xt, mask, torch.zeros(n_heads, dtype=dtype)), 2, checks.backend)
-                record["one_hot"] = [plain_result(layer(xt, mask, torch.eye(n_heads, dtype=dtype)[h]), 2,
-                                                  checks.backend) for h in range(n_heads)]
-        except Exception as exc:
-            record.update(describe_exception(exc))
-            break
-    return records
-
-
-def _judge_module(checks, records):
-    name = "MultiHeadAttention"
-    for case, record in judge_records(records, checks.cases("multi_head_attention"), name):
-        given = {k.split(".", 1)[1]: v.shape for k, v in case.args.items() if k.startswith("params.")}
-        shapes = {n: tuple(s) for n, s in record.get("shapes", {}).items()}
-        if shapes != given:
-            fail(f"{name}(d_model, n_heads, d_k, bias={'b_o' in given}) has parameters {shapes}; expected the "
-                 f"course's layout {given}, as nn.Parameter attributes named like params' keys (no biases "
-                 "when bias=False).")
-        dtype = case.dtype
-        out, _ = outputs_of(record["plain"], ("out", "weights"), f"{name}.forward", checks.array_type_name)["out"]
-        want = case.expected["out"]
-        if out.shape != want.shape or not is_close(out, want, dtype, "cpu"):
-            fail(f"{name}.forward for {case.describe()} differs from multi_head_attention's output: forward "
-                 "with head_mask=None must be the layer itself.")
-        ones = outputs_of(record["ones"], ("out", "weights"), f"{name}.forward", checks.array_type_name)["out"][0]
-        if not is_close(ones, want, dtype, "cpu"):
-            fail(f"{name}.forward with head_mask = ones differs from forward without a head mask.")
-        zeros = outputs_of(record["zeros"], ("out", "weights"), f"{name}.forward", checks.array_type_name)["out"][0]
-        b_o = case.args.get("params.b_o", np.zeros(want.shape[-1], want.dtype))
-        if not is_close(zeros, np.broadcast_to(b_o, want.shape), dtype, "cpu"):
-            fail(f"{name}.forward with every head masked should return b_o alone (the heads' outputs are zeroed "
-                 "before w_o; b_o is not scaled): " + worst_mismatch(zeros, np.broadcast_to(b_o, want.shape)) + ".")
-        singles = [outputs_of(r, ("out", "weights"), f"{name}.forward", checks.array_type_name)["out"][0]
-                   for r in record["one_hot"]]
-        summed = sum(s - b_o for s in singles) + b_o
-        if not is_close(summed, want, dtype, "cpu"):
-            fail(f"{name}.forward: one head at a time (head_mask one-hot) should give that head's contribution "
-                 "plus b_o, and these add up to the full output; yours do not. Multiply each head's output by "
-                 "its mask entry before w_o (a (1, H, 1, 1) view of head_mask broadcasts over (B, H, T, d_k)).")
-    return (f"\u2714 {name} reproduces multi_head_attention with its own parameters, and its head_mask switches "
-            "heads on and off (b_o unscaled).")
-
-
 TRAINING_STEPS = 60
 
 
@@ -714,9 +554,9 @@ MERGE_HEADS = Function(
     "merge_heads", args=("x",), outputs=("out",),
     doc="merge_heads(x): (B, H, T, d_k) -> (B, T, H*d_k), head h in columns h*d_k:(h+1)*d_k.",
     visible=merge_visible, hidden=merge_hidden,
-    mistakes=(Mistake("no_transpose", MERGE_NO_TRANSPOSE, _merge_no_transpose),
-              Mistake("heads_reversed", MERGE_REVERSED, _merge_heads_reversed),
-              Mistake("interleaved", MERGE_INTERLEAVED, _merge_interleaved)),
+    mistakes=(Mistake("no_transpose", layers.MERGE_NO_TRANSPOSE, layers.merge_no_transpose),
+              Mistake("heads_reversed", layers.MERGE_REVERSED, layers.merge_heads_reversed),
+              Mistake("interleaved", layers.MERGE_INTERLEAVED, layers.merge_interleaved)),
     validate=_validate_merge)
 
 MULTI_HEAD_ATTENTION = Function(
@@ -726,8 +566,9 @@ MULTI_HEAD_ATTENTION = Function(
     mistakes=layers.layer_mistakes("multi_head_attention"),
     validate=layers.validate_layer_weights, diagnose=layers.diagnose_layer,
     uses=("split_heads", "scaled_dot_product_attention", "merge_heads"),
-    inherited=(layers.inherited_from_attention("multi_head_attention") + _inherited_from_split("multi_head_attention")
-               + _inherited_from_merge("multi_head_attention")))
+    inherited=(layers.inherited_from_attention("multi_head_attention")
+               + layers.inherited_from_split("multi_head_attention")
+               + layers.inherited_from_merge("multi_head_attention")))
 
 HEAD_CONTRIBUTIONS = Function(
     "head_contributions", args=LAYER_ARGS, outputs=("contributions",),
@@ -739,7 +580,8 @@ HEAD_CONTRIBUTIONS = Function(
                 "head. Leave it out here; the layer's output is the sum over heads plus b_o, once.", _b_o_added),),
     validate=_validate_contributions, diagnose=layers.diagnose_layer,
     uses=("split_heads", "scaled_dot_product_attention"),
-    inherited=layers.inherited_from_attention("head_contributions") + _inherited_from_split("head_contributions"))
+    inherited=(layers.inherited_from_attention("head_contributions")
+               + layers.inherited_from_split("head_contributions")))
 
 FUSE_QKV = Function(
     "fuse_qkv", args=("params",), outputs=("w_qkv", "b_qkv"), tracks=("numpy",),
@@ -845,7 +687,7 @@ CHAPTER = Chapter(
         Custom("from_torch_mha", "from_torch_mha(mha) -> (params, n_heads) in the course's layout.",
                _collect_from_torch, _judge_from_torch, tracks=("torch",)),
         Custom("module", "MultiHeadAttention(d_model, n_heads, d_k=None, bias=True) computes the layer with its "
-               "own parameters, with a head_mask.", _collect_module, _judge_module, tracks=("torch",),
+               "own parameters, with a head_mask.", collect_module, judge_module, tracks=("torch",),
                target="module_class"),
         Custom("training", "MultiHeadAttention trains: gradients reach every parameter and Adam lowers a loss.",
                _collect_training, _judge_training, tracks=("torch",), target="module_class"),

@@ -25,11 +25,11 @@ import numpy as np
 
 from ..engine import (Chapter, Custom, Function, Inherited, Mistake, Question, describe_exception, fail,
                       is_close, judge_exception, plain_value, worst_mismatch)
-from . import layers
+from ..kit import layers
+from ..kit.common import causal, normal, pasted_in, random_mask
 from .ch01_single_head import SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
 from .ch04_concat_and_wo import MERGE_HEADS
-from .common import causal, normal, pasted_in, random_mask
 
 # --------------------------------------------------------------------------
 # Counting: parameters and FLOPs

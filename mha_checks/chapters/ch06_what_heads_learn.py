@@ -31,12 +31,12 @@ import numpy as np
 from .. import toy_task
 from ..engine import (Chapter, Custom, FromRun, Function, Generated, Mistake, Question, describe_exception, fail, is_near,
                       judge_exception, outputs_of, plain_result, worst_mismatch)
-from ..cases import grouped_args
-from . import layers
+from ..kit.common import causal, normal, pasted_in
+from ..kit.models import collect_model, diagnose_forward, judge_model, random_tokens, small_model, validate_forward
+from ..kit.modules import collect_module, judge_module
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
-from .ch04_concat_and_wo import MERGE_HEADS, MULTI_HEAD_ATTENTION, _collect_module, _judge_module
-from .common import causal, normal, pasted_in
+from .ch04_concat_and_wo import MERGE_HEADS, MULTI_HEAD_ATTENTION
 
 # --------------------------------------------------------------------------
 # Case inputs: causal attention maps, token sequences, small models
@@ -70,10 +70,6 @@ def _induction_head(maps, tokens, head):
                 maps[b, head, t] = 0
                 maps[b, head, t, keys] = 1 / len(keys)
     return maps
-
-
-def random_tokens(rng, B, T, vocab):
-    return rng.integers(0, vocab, size=(B, T)).astype(np.int64)
 
 
 def patterns(rng, B, T, vocab, periods):
@@ -143,16 +139,6 @@ def knock_out_hidden(rng):
         dict(w_o=normal(rng, (9, 6), f32), n_heads=3, heads=np.array([0, 1, 2])),
         dict(w_o=normal(rng, (16, 16), f64), n_heads=4, heads=np.array([2])),
     ]
-
-
-def small_model(rng, vocab, seq_len, d_model, n_heads, n_layers, dtype, d_k=None):
-    d_k = d_model // n_heads if d_k is None else d_k   # another d_k: a pruned layer's H*d_k != d_model
-    return dict(
-        embed=normal(rng, (vocab, d_model), dtype),
-        position=normal(rng, (seq_len, d_model), dtype),
-        layers=[layers.layer_params(rng, d_model, n_heads, d_k, dtype, bias=True) for _ in range(n_layers)],
-        unembed=normal(rng, (d_model, vocab), dtype, 1 / math.sqrt(d_model)),
-        b_unembed=normal(rng, (vocab,), dtype, 0.5))
 
 
 def _course_model_case(start, n):
@@ -322,41 +308,6 @@ def _validate_knock_out(got, case):
              f"{w_o.shape}: its rows are set to zero, not removed (removing them is chapter 8's pruning).")
 
 
-def _diagnose_forward(got, case):
-    logits = got["logits"]
-    model = grouped_args(case.args)["model"]
-    B, T = case.args["tokens"].shape
-    if not np.isfinite(logits).all():
-        fail(f"{case.describe()} gave NaN or inf logits: is every query's mask row allowing at least itself?")
-    expected = case.expected["weights"]
-    weights = got["weights"]
-    first = weights[:, 0]
-    if not np.allclose(first, expected[:, 0], rtol=1e-4, atol=1e-5):
-        fail(f"{case.describe()}: layer 0's attention maps already differ. Its input is embed[tokens] + "
-             f"position[:T] (T = {T}, the table has {model['position'].shape[0]} rows), and its mask is causal: "
-             "query t may attend to keys j <= t.")
-    if not np.allclose(weights, expected, rtol=1e-4, atol=1e-5):
-        fail(f"{case.describe()}: layer 0 is right but a later layer's maps differ. Each layer reads the "
-             "residual stream x = x + layer output (the output is added, not substituted), and layers run in "
-             "order.")
-    fail(f"{case.describe()}: every layer's attention is right but the logits differ: the last step is "
-         "x @ unembed + b_unembed on the residual stream after the last layer.")
-
-
-def _validate_forward(got, case):
-    B, T = case.args["tokens"].shape
-    model = grouped_args(case.args)["model"]
-    L, V = len(model["layers"]), model["unembed"].shape[1]
-    weights = got["weights"][0]
-    H = int(case.args["n_heads"])
-    if weights.shape == (B, H, T, T) and L > 1:
-        fail(f"{case.describe()} returned weights of shape {weights.shape}, one layer's: stack every layer's "
-             f"maps along a new axis 1, shape ({B}, {L}, {H}, {T}, {T}).")
-    if got["logits"][0].shape == (B, T, model["unembed"].shape[0]):
-        fail(f"{case.describe()} returned logits of shape {got['logits'][0].shape}: that is the residual "
-             f"stream; the logits are x @ unembed + b_unembed, shape ({B}, {T}, {V}).")
-
-
 def _offset_flipped(sol, weights, offset):
     return None if offset == 0 else sol["offset_score"](weights, -offset)
 
@@ -409,7 +360,7 @@ ATTENTION_ONLY_FORWARD = Function(
                 lambda sol, tokens, model, n_heads: sol["attention_only_forward"](
                     tokens, {**model, "b_unembed": np.zeros_like(model["b_unembed"])}, n_heads)),
     ),
-    validate=_validate_forward, diagnose=_diagnose_forward,
+    validate=validate_forward, diagnose=diagnose_forward,
     uses=("multi_head_attention", "causal_mask"))
 
 OFFSET_SCORE = Function(
@@ -454,74 +405,6 @@ def _judge_matches_pytorch(checks, record):
     return (f"\u2714 {name} reproduces PyTorch's logits for the course's trained model on "
             f"{len(recording['tokens'])} held-out sequences (largest difference {largest:.1e}); its accuracy "
             f"on the predictable positions is {accuracy:.3f}.")
-
-
-MODEL_SHAPE = dict(vocab=11, seq_len=9, d_model=24, n_heads=3, n_layers=2)
-
-
-def _collect_model(checks, model_class):
-    """The student's model on a small configuration: parameter shapes, outputs, and the head mask at work."""
-    import torch
-    record = {}
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        try:
-            model = model_class(**MODEL_SHAPE).double()
-            record["parameters"] = {n: list(p.shape) for n, p in model.named_parameters()}
-            tokens = torch.from_numpy(random_tokens(np.random.default_rng(0), 4, 7, MODEL_SHAPE["vocab"]))
-            L, H = MODEL_SHAPE["n_layers"], MODEL_SHAPE["n_heads"]
-            with torch.no_grad():
-                logits, weights = model(tokens)
-                record["logits"] = logits.numpy()
-                record["weights"] = weights.numpy()
-                ones, _ = model(tokens, torch.ones(L, H, dtype=torch.float64))
-                record["ones"] = ones.numpy()
-                off = torch.ones(L, H, dtype=torch.float64)
-                off[0] = 0
-                record["layer0_off_weights"] = model(tokens, off)[1].numpy()
-                changed = tokens.clone()
-                changed[:, -1] = (changed[:, -1] + 1) % MODEL_SHAPE["vocab"]
-                record["changed_last"] = model(changed)[0].numpy()
-        except Exception as exc:
-            record.update(describe_exception(exc))
-    return record
-
-
-def _judge_model(checks, record):
-    name = "AttentionOnlyTransformer"
-    if "raised" in record:
-        judge_exception(record, f"{name}(**{MODEL_SHAPE}) on tokens (4, 7)", name)
-    V, T, d, H, L = (MODEL_SHAPE[k] for k in ("vocab", "seq_len", "d_model", "n_heads", "n_layers"))
-    logits, weights = np.asarray(record["logits"]), np.asarray(record["weights"])
-    if logits.shape != (4, 7, V):
-        fail(f"{name}(...)(tokens (4, 7)) returned logits of shape {logits.shape}; expected (4, 7, {V}) = "
-             "(batch, positions, vocab). A sequence shorter than seq_len uses the first T position vectors.")
-    if weights.shape != (4, L, H, 7, 7):
-        fail(f"{name} returned weights of shape {weights.shape}; expected (4, {L}, {H}, 7, 7): every layer's "
-             "maps, stacked along axis 1.")
-    if np.abs(np.triu(weights, k=1)).max() > 1e-12:
-        fail(f"{name}'s attention reaches keys after the query: pass the causal mask (True on and below the "
-             "diagonal) to every layer, or the model reads the token it should predict.")
-    if not np.allclose(weights.sum(-1), 1):
-        fail(f"{name}'s attention rows do not sum to 1.")
-    if not np.allclose(record["ones"], logits):
-        fail(f"{name} with a head mask of ones gives other logits than without a head mask.")
-    if np.allclose(record["layer0_off_weights"][:, 1], weights[:, 1]):
-        fail(f"{name}: switching off every head of layer 0 (head_mask[0] = 0) leaves layer 1's maps unchanged: "
-             "pass head_mask[l] to layer l, and add each layer's output to the residual stream x that the next "
-             "layer reads.")
-    changed = np.asarray(record["changed_last"])
-    if not np.allclose(changed[:, :-1], logits[:, :-1]):
-        fail(f"{name}: changing the last token changed the logits at earlier positions; with causal attention "
-             "position t sees only tokens 0..t.")
-    expected = (V * d + T * d + L * 4 * (d * d + d) + d * V + V)
-    count = sum(int(np.prod(s)) for s in record["parameters"].values())
-    if count != expected:
-        fail(f"{name}(**{MODEL_SHAPE}) has {count} parameters; expected {expected}: embed (V, d), position "
-             f"(seq_len, d), {L} MultiHeadAttention layers with biases (4·d² + 4·d each) and unembed, an "
-             "nn.Linear(d, V) with bias. No extra parameters (no LayerNorm, no MLP: attention only).")
-    return (f"\u2714 {name}: logits (B, T, V) and maps (B, L, H, T, T), causal, {count} parameters, and a head "
-            "mask that reaches each layer.")
 
 
 TRAINING_STEPS = toy_task.TRAINING["steps"]
@@ -749,9 +632,9 @@ CHAPTER = Chapter(
         Custom("matches_pytorch", "attention_only_forward gives PyTorch's logits and maps for the course's trained "
                "model.", _collect_matches_pytorch, _judge_matches_pytorch, tracks=("numpy", "cupy")),
         Custom("module", "MultiHeadAttention (chapter 4) computes the layer with its own parameters and a head mask.",
-               _collect_module, _judge_module, tracks=("torch",)),
+               collect_module, judge_module, tracks=("torch",)),
         Custom("model", "AttentionOnlyTransformer(vocab, seq_len, d_model, n_heads, n_layers): logits, causal maps "
-               "of every layer, a head mask, the parameter count.", _collect_model, _judge_model,
+               "of every layer, a head mask, the parameter count.", collect_model, judge_model,
                tracks=("torch",), target="model_class"),
         Custom("training", f"train(model, steps, ...) takes a fresh model to at least {TRAINING_THRESHOLD} held-out "
                f"accuracy in {TRAINING_STEPS} steps, its loss falling.", _collect_training, _judge_training,

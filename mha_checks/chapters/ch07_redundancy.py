@@ -31,7 +31,6 @@ In a notebook::
 Chapter 8 pastes :data:`MASKED_MULTI_HEAD_ATTENTION` in (``pasted_in``): its name and
 signature stay fixed.
 """
-import dataclasses
 import math
 from pathlib import Path
 
@@ -41,16 +40,19 @@ from .. import toy_task
 from ..cases import grouped_args
 from ..engine import (Chapter, Custom, Function, Generated, Mistake, Question, describe_exception, fail,
                       is_near, judge_exception, outputs_of, plain_result, worst_mismatch)
-from . import layers
+from ..kit import layers
+from ..kit.common import normal, pasted_in
+from ..kit.differences import collect_central_difference, judge_central_difference
+from ..kit.head_masks import (B_O_SCALED, INTERLEAVED, MASKED, QUERIES_SCALED, WEIGHTS_SCALED, adapted, all_ones,
+                              b_o_scaled, forward_no_mask, forward_rows_reversed, forward_same_row, mask_interleaved,
+                              queries_scaled, weights_scaled, with_head_masks)
+from ..kit.models import (collect_model, diagnose_forward, float64_model, judge_model, load_course_model,
+                          random_tokens, small_model, validate_forward)
+from ..kit.modules import collect_module, collect_per_example, judge_module, judge_per_example
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
-from .ch04_concat_and_wo import (HEAD_CONTRIBUTIONS, MERGE_HEADS, MULTI_HEAD_ATTENTION, _collect_module,
-                                 _inherited_from_merge, _inherited_from_split, _judge_module)
-from .ch06_what_heads_learn import (_collect_model, _diagnose_forward, _judge_model, _validate_forward,
-                                    random_tokens, small_model)
-from .common import normal, pasted_in
+from .ch04_concat_and_wo import HEAD_CONTRIBUTIONS, MERGE_HEADS, MULTI_HEAD_ATTENTION
 
-MASKED = "masked_multi_head_attention"
 GRADIENTS_FILE = Path(__file__).resolve().parent.parent / "data" / "ch07_redundancy_gradients.npz"
 RECORDED = 12   # held-out sequences whose autograd gradients the generated file keeps
 
@@ -59,22 +61,14 @@ RECORDED = 12   # held-out sequences whose autograd gradients the generated file
 # masked_multi_head_attention: the layer with a head mask
 # --------------------------------------------------------------------------
 
-def _with_head_masks(cases, masks):
-    out = []
-    for case, head_mask in zip(cases, masks):
-        dtype = case["x"].dtype
-        out.append({**case, "head_mask": np.asarray(head_mask, dtype=dtype)})
-    return out
-
-
 def masked_visible(rng):
     # layer_visible: H = 3 (f64), H = 4 (f32, causal, biases), H = 2 (f64, padding, biases)
-    return _with_head_masks(layers.layer_visible(rng), ([1, 0, 1], [0.5, 1.7, 0, 1], [0, 1]))
+    return with_head_masks(layers.layer_visible(rng), ([1, 0, 1], [0.5, 1.7, 0, 1], [0, 1]))
 
 
 def masked_hidden(rng):
     # layer_hidden: H = 3, 4, 6, 2, 2, 5, 1
-    return _with_head_masks(layers.layer_hidden(rng), (
+    return with_head_masks(layers.layer_hidden(rng), (
         [1.0, 0.5, 0.0],                       # pruned-style, per-example mask with an empty row
         [0, 0, 0, 0],                          # every head off: out is b_o (none here: zeros)
         [1, 1, 1, 0, 1, 1],                    # a single head off
@@ -82,88 +76,6 @@ def masked_hidden(rng):
         [1.7, -0.3],                           # xi is a continuous variable
         [0.25, 1, 0, 2, 1],
         [0.0]))                                # one head, switched off: out is b_o
-
-
-def _masked_layer(sol, head_mask):
-    """The reference layer with this head mask, as a function of the whole-layer signature."""
-    def layer(x, params, n_heads, mask=None):
-        return sol[MASKED](x, params, n_heads, head_mask, mask)
-    return layer
-
-
-def _adapted(entry):
-    """A whole-layer mistake (or inherited mistake) of :mod:`.layers` or chapter 4, made by the
-    masked layer: the same mistake with the case's head mask in place."""
-    def outputs(sol, x, params, n_heads, head_mask, mask=None):
-        layer = _masked_layer(sol, head_mask)
-        return entry.outputs({**sol, MASKED: layer, "multi_head_attention": layer}, x, params, n_heads, mask)
-    return dataclasses.replace(entry, outputs=outputs)
-
-
-def _all_ones(head_mask) -> bool:
-    return bool(np.all(np.asarray(head_mask) == 1))
-
-
-def _weights_scaled(sol, x, params, n_heads, head_mask, mask=None):
-    if _all_ones(head_mask):
-        return None
-    out, weights = sol[MASKED](x, params, n_heads, head_mask, mask)
-    return out, weights * head_mask[:, None, None]
-
-
-def _b_o_scaled(sol, x, params, n_heads, head_mask, mask=None):
-    b_o = params.get("b_o")
-    if b_o is None:
-        return None
-    out, weights = sol[MASKED](x, params, n_heads, head_mask, mask)
-    forms = []
-    for factor in (head_mask.sum(), head_mask.mean()):   # b_o once per head kept, or by the mask's mean
-        if not np.isclose(factor, 1):
-            forms.append((out + b_o * (factor - 1).astype(b_o.dtype), weights))
-    return forms or None
-
-
-def _columns_scaled(params, head_mask, names, rows=False):
-    d_k = params["w_q"].shape[1] // len(head_mask)
-    scale = np.repeat(head_mask, d_k)
-    moved = {}
-    for name in names:
-        value = params.get(name)
-        if value is None:
-            continue
-        moved[name] = value * (scale[:, None] if rows else scale)
-    return layers.changed(params, **moved)
-
-
-def _queries_scaled(sol, x, params, n_heads, head_mask, mask=None):
-    """The mask applied to the queries, or to the scores (the same: q·k scales with q)."""
-    if _all_ones(head_mask):
-        return None
-    scaled = _columns_scaled(params, head_mask, ("w_q", "b_q"))
-    return sol[MASKED](x, scaled, n_heads, np.ones_like(head_mask), mask)
-
-
-def _mask_interleaved(sol, x, params, n_heads, head_mask, mask=None):
-    """The concatenated heads' column c scaled by head_mask[c % H] (np.tile instead of np.repeat)."""
-    d_k = params["w_q"].shape[1] // n_heads
-    if n_heads == 1 or d_k == 1 or len(set(np.asarray(head_mask).tolist())) == 1:
-        return None
-    scale = np.tile(head_mask, d_k)
-    return sol[MASKED](x, layers.changed(params, w_o=params["w_o"] * scale[:, None]), n_heads,
-                       np.ones_like(head_mask), mask)
-
-
-WEIGHTS_SCALED = ("the attention weights came back multiplied by the head mask: the mask scales what each head "
-                  "*writes* (its output, before w_o); the weights it returns are the softmax weights, unscaled "
-                  "(rows of a kept head still sum to 1).")
-B_O_SCALED = ("b_o changed with the head mask: b_o belongs to the layer, not to a head. Scale the heads' outputs "
-              "(B, H, T, d_k) by head_mask before merging and w_o, then add b_o once.")
-QUERIES_SCALED = ("the head mask went into the attention itself (the queries, or the scores before the softmax), "
-                  "which changes where the head looks. It multiplies the head's *output*: heads * "
-                  "head_mask[:, None, None], after the attention and before w_o.")
-INTERLEAVED = ("column c of the concatenated heads was scaled by head_mask[c % H] (np.tile): head h owns columns "
-               "h*d_k:(h+1)*d_k. Scale the (B, H, T, d_k) heads by head_mask[:, None, None] before merging, "
-               "or repeat each entry d_k times.")
 
 
 def _validate_masked(got, case):
@@ -181,19 +93,19 @@ MASKED_MULTI_HEAD_ATTENTION = Function(
     doc="masked_multi_head_attention(x, params, n_heads, head_mask, mask=None) -> (out (B, T, d_model), weights "
         "(B, H, T, T)): head h's output multiplied by head_mask[h] before w_o; b_o and the weights unscaled.",
     visible=masked_visible, hidden=masked_hidden,
-    mistakes=(Mistake("weights_scaled", WEIGHTS_SCALED, _weights_scaled),
-              Mistake("b_o_scaled", B_O_SCALED, _b_o_scaled),
-              Mistake("queries_scaled", QUERIES_SCALED, _queries_scaled),
-              Mistake("mask_interleaved", INTERLEAVED, _mask_interleaved),
+    mistakes=(Mistake("weights_scaled", WEIGHTS_SCALED, weights_scaled),
+              Mistake("b_o_scaled", B_O_SCALED, b_o_scaled),
+              Mistake("queries_scaled", QUERIES_SCALED, queries_scaled),
+              Mistake("mask_interleaved", INTERLEAVED, mask_interleaved),
               Mistake("mask_ignored", "the head mask had no effect: these are the layer's outputs with every head "
                       "kept. Multiply each head's output by its entry of head_mask before merging.",
-                      lambda sol, x, params, n_heads, head_mask, mask=None: None if _all_ones(head_mask) else
+                      lambda sol, x, params, n_heads, head_mask, mask=None: None if all_ones(head_mask) else
                       sol[MASKED](x, params, n_heads, np.ones_like(head_mask), mask)))
-    + tuple(_adapted(m) for m in layers.layer_mistakes(MASKED)),
+    + tuple(adapted(m) for m in layers.layer_mistakes(MASKED)),
     validate=_validate_masked, diagnose=layers.diagnose_layer,
     uses=("split_heads", "scaled_dot_product_attention", "merge_heads"),
-    inherited=tuple(_adapted(m) for m in layers.inherited_from_attention(MASKED) + _inherited_from_split(MASKED)
-                    + _inherited_from_merge(MASKED)))
+    inherited=tuple(adapted(m) for m in layers.inherited_from_attention(MASKED) + layers.inherited_from_split(MASKED)
+                    + layers.inherited_from_merge(MASKED)))
 
 
 # --------------------------------------------------------------------------
@@ -227,22 +139,6 @@ def forward_hidden(rng):
     ]
 
 
-def _forward_same_row(sol, tokens, model, n_heads, head_mask):
-    if np.all(head_mask == head_mask[0]):
-        return None
-    return sol["masked_forward"](tokens, model, n_heads, np.broadcast_to(head_mask[0], head_mask.shape).copy())
-
-
-def _forward_rows_reversed(sol, tokens, model, n_heads, head_mask):
-    if np.array_equal(head_mask, head_mask[::-1]):
-        return None
-    return sol["masked_forward"](tokens, model, n_heads, np.ascontiguousarray(head_mask[::-1]))
-
-
-def _forward_no_mask(sol, tokens, model, n_heads, head_mask):
-    return None if _all_ones(head_mask) else sol["masked_forward"](tokens, model, n_heads, np.ones_like(head_mask))
-
-
 MASKED_FORWARD = Function(
     "masked_forward", args=("tokens", "model", "n_heads", "head_mask"), outputs=("logits", "weights"),
     tracks=("numpy", "cupy"),
@@ -252,13 +148,13 @@ MASKED_FORWARD = Function(
     visible=forward_visible, hidden=forward_hidden,
     mistakes=(
         Mistake("same_row", "every layer got head_mask[0]: layer l takes row l of the (L, H) head mask.",
-                _forward_same_row),
+                forward_same_row),
         Mistake("rows_reversed", "the head mask's rows reached the layers in reverse order: row l belongs to "
-                "layer l (model['layers'][l]).", _forward_rows_reversed),
+                "layer l (model['layers'][l]).", forward_rows_reversed),
         Mistake("no_mask", "the logits are those of the model without a head mask: pass head_mask[l] to "
-                "masked_multi_head_attention in layer l.", _forward_no_mask),
+                "masked_multi_head_attention in layer l.", forward_no_mask),
     ),
-    validate=_validate_forward, diagnose=_diagnose_forward,
+    validate=validate_forward, diagnose=diagnose_forward,
     uses=("masked_multi_head_attention", "causal_mask"))
 
 
@@ -356,129 +252,8 @@ PREDICTABLE_LOSS = Function(
 
 
 # --------------------------------------------------------------------------
-# central_difference: a custom check on functions with known gradients
-# --------------------------------------------------------------------------
-
-def _quadratic(c, b):
-    return (lambda xi: float((c * xi ** 2).sum() + (b * xi).sum()),
-            lambda xi: 2 * c * xi + b)
-
-
-def _cubic():
-    return lambda xi: float((xi ** 3).sum()), lambda xi: 3 * xi ** 2
-
-
-def _sin_of_product(A):
-    """f(xi) = sin(A @ xi.ravel()), a vector (N,): the gradient is (N,) + xi.shape."""
-    return (lambda xi: np.sin(A @ xi.ravel()),
-            lambda xi: (np.cos(A @ xi.ravel())[:, None] * A).reshape((A.shape[0],) + xi.shape))
-
-
-def _exp_of_product(A):
-    return (lambda xi: np.exp(A @ xi.ravel() * 0.5),
-            lambda xi: (0.5 * np.exp(A @ xi.ravel() * 0.5)[:, None] * A).reshape((A.shape[0],) + xi.shape))
-
-
-def _difference_problems():
-    """(label, f, analytic gradient, xi, eps or None for the default). Built the same way on every call."""
-    rng = np.random.default_rng(7)
-    problems = []
-    c, b = rng.standard_normal(5), rng.standard_normal(5)
-    f, g = _quadratic(c, b)
-    problems.append(("a quadratic of a vector (5,)", f, g, rng.standard_normal(5), None))
-    f, g = _cubic()
-    problems.append(("sum(xi**3) of a matrix (2, 3)", f, g, rng.standard_normal((2, 3)), 1e-4))
-    A = rng.standard_normal((4, 6)) * 0.5
-    f, g = _sin_of_product(A)
-    problems.append(("sin(A @ xi.ravel()), (4,) values of xi (2, 3)", f, g, rng.standard_normal((2, 3)), 1e-4))
-    A = rng.standard_normal((3, 12)) * 0.3
-    f, g = _exp_of_product(A)
-    problems.append(("exp(A @ xi.ravel() / 2), (3,) values of xi (3, 4)", f, g, np.ones((3, 4)), 1e-4))
-    return problems
-
-
-def _collect_difference(checks, fn):
-    records = []
-    for label, f, _, xi, eps in _difference_problems():
-        given = xi.copy()
-        record = {}
-        records.append(record)
-        try:
-            result = fn(f, given) if eps is None else fn(f, given, eps)
-            record.update(plain_result(result, 1, checks.backend))
-            record["xi_after"] = np.asarray(given)
-        except Exception as exc:
-            record.update(describe_exception(exc))
-            break
-    return records
-
-
-def _judge_difference(checks, records):
-    name = "central_difference"
-    problems = _difference_problems()
-    if not isinstance(records, list) or not records:
-        fail(f"the check of {name} sent no readable result.")
-    for i, (label, f, g, xi, eps) in enumerate(problems):
-        call = f"{name}(f, xi) for f = {label}" + ("" if eps is None else f", eps={eps}")
-        if i >= len(records):
-            fail(f"no result for {call}: the check stopped before this case.")
-        record = records[i]
-        if "raised" in record:
-            judge_exception(record, call, name)
-        got = outputs_of(record, ("gradient",), name, checks.array_type_name)["gradient"][0]
-        want = g(xi)
-        if not np.allclose(record["xi_after"], xi, rtol=0, atol=1e-12):
-            fail(f"{call} changed xi itself: perturb a copy (xi.copy()), or put every entry back exactly; the "
-                 "caller's xi must come back as it was.")
-        if got.shape != want.shape:
-            extra = (" When f returns an array, the gradient has shape f(xi).shape + xi.shape: one gradient of "
-                     "xi's shape per value of f." if np.ndim(f(xi)) else "")
-            fail(f"{call} returned shape {got.shape}, expected {want.shape}.{extra}")
-        if is_near(got, want, "finite_differences"):
-            continue
-        step = 1e-3 if eps is None else eps
-        forward = _forward_difference(f, xi, step)
-        if np.allclose(got, forward, rtol=1e-6, atol=1e-9):
-            fail(f"{call}: that is the forward difference (f(xi + eps e_i) - f(xi)) / eps, off by about eps "
-                 "times the second derivative. The central difference evaluates both sides: (f(xi + eps e_i) - "
-                 "f(xi - eps e_i)) / (2 eps), exact for quadratics.")
-        if np.allclose(got, 2 * want, rtol=1e-4, atol=1e-7):
-            fail(f"{call} is twice the gradient: the two points are 2 eps apart, so divide by 2 eps, not eps.")
-        if np.allclose(got, -want, rtol=1e-4, atol=1e-7):
-            fail(f"{call} has the wrong sign: f(xi + eps e_i) - f(xi - eps e_i), in that order.")
-        together = _all_at_once(f, xi, step)
-        if np.allclose(got, together, rtol=1e-4, atol=1e-7):
-            fail(f"{call}: every entry of xi was moved at once, which gives the derivative along (1, 1, ...) in "
-                 "every slot. Move one entry at a time (xi + eps e_i, with e_i the i-th unit array).")
-        fail(f"{call} differs from the analytic gradient; {worst_mismatch(got, want)}.")
-    return (f"\u2714 {name}: the gradients of {len(problems)} functions with known derivatives (a quadratic, a "
-            "cubic, sin and exp of a matrix product, scalar and vector valued) match, and xi is left as it was.")
-
-
-def _forward_difference(f, xi, eps):
-    base = np.asarray(f(xi))
-    out = []
-    for i in np.ndindex(xi.shape):
-        up = xi.copy()
-        up[i] += eps
-        out.append((np.asarray(f(up)) - base) / eps)
-    out = np.stack(out, axis=-1)
-    return out.reshape(out.shape[:-1] + xi.shape)
-
-
-def _all_at_once(f, xi, eps):
-    d = (np.asarray(f(xi + eps)) - np.asarray(f(xi - eps))) / (2 * eps)
-    return np.broadcast_to(np.asarray(d)[..., None], np.shape(d) + (xi.size,)).reshape(np.shape(d) + xi.shape)
-
-
-# --------------------------------------------------------------------------
 # mask_gradients: per-example d loss / d xi at xi = 1, by central differences
 # --------------------------------------------------------------------------
-
-def _float64_model(model):
-    return {k: ([{n: np.asarray(v, np.float64) for n, v in p.items()} for p in value] if k == "layers"
-                else np.asarray(value, np.float64)) for k, value in model.items()}
-
 
 def _toy_batch(rng, B, T, vocab, periods):
     tokens, lengths = toy_task.repeated_patterns(rng, B, seq_len=T, vocab=vocab, periods=periods)
@@ -494,7 +269,7 @@ def _gradient_case(rng, B, T, vocab, d_model, n_heads, n_layers, periods, d_k=No
 def _course_gradient_case(start, n):
     model, n_heads = toy_task.load_model()
     tokens, periods = toy_task.held_out()
-    return dict(tokens=tokens[start:start + n], periods=periods[start:start + n], model=_float64_model(model),
+    return dict(tokens=tokens[start:start + n], periods=periods[start:start + n], model=float64_model(model),
                 n_heads=n_heads)
 
 
@@ -557,7 +332,7 @@ def _collect_matches_autograd(checks, fn):
     recorded = load_gradients()
     model, n_heads = toy_task.load_model()
     try:
-        result = fn(recorded["tokens"], recorded["periods"], _float64_model(model), n_heads)
+        result = fn(recorded["tokens"], recorded["periods"], float64_model(model), n_heads)
     except Exception as exc:
         return describe_exception(exc)
     return plain_result(result, 1, checks.backend)
@@ -784,63 +559,6 @@ ABLATION_ESTIMATE = Function(
 # PyTorch: the module with per-example head masks, autograd gradients
 # --------------------------------------------------------------------------
 
-BATCHED = dict(d_model=12, n_heads=3, d_k=4)
-
-
-def _collect_per_example(checks, module_class):
-    import torch
-    record = {}
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        try:
-            layer = module_class(BATCHED["d_model"], BATCHED["n_heads"], d_k=BATCHED["d_k"]).double()
-            x = torch.randn(2, 5, BATCHED["d_model"], dtype=torch.float64)
-            head_mask = torch.tensor([[1.0, 0.0, 1.0], [0.5, 1.0, 0.0]], dtype=torch.float64)
-            with torch.no_grad():
-                record["batched"] = layer(x, None, head_mask)[0].numpy()
-                record["one_by_one"] = np.concatenate([layer(x[b:b + 1], None, head_mask[b])[0].numpy()
-                                                       for b in range(2)])
-        except Exception as exc:
-            record.update(describe_exception(exc))
-    return record
-
-
-def _judge_per_example(checks, record):
-    name = "MultiHeadAttention"
-    if "raised" in record:
-        judge_exception(record, f"{name}(12, 3, d_k=4)(x (2, 5, 12), None, head_mask (2, 3))", name)
-    batched, single = np.asarray(record["batched"]), np.asarray(record["one_by_one"])
-    if batched.shape != single.shape or not np.allclose(batched, single, rtol=1e-10, atol=1e-12):
-        fail(f"{name}.forward with a per-example head mask (B, H) differs from running each example alone with "
-             "its own row (H,): multiply the (B, H, T, d_k) heads by head_mask[..., None, None], which "
-             "broadcasts (H,) and (B, H) alike.")
-    return f"\u2714 {name}: a (B, H) head mask gives each example its own row, like an (H,) mask run per example."
-
-
-def torch_state(model) -> dict:
-    """The course's model (``toy_task.load_model()``) as a state dict of chapter 6's
-    ``AttentionOnlyTransformer``: the layers as they are, the readout transposed to ``nn.Linear``'s."""
-    import torch
-    state = {"embed.weight": model["embed"], "position.weight": model["position"],
-             "unembed.weight": model["unembed"].T.copy(), "unembed.bias": model["b_unembed"]}
-    for l, params in enumerate(model["layers"]):
-        state.update({f"layers.{l}.{k}": v for k, v in params.items()})
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-
-
-def load_course_model(model):
-    """Load the course's trained model (``toy_task.load_model()``) into ``model``, an instance of chapter 6's
-    ``AttentionOnlyTransformer``; buffers (the causal mask) are left as they are. Returns ``model``."""
-    result = model.load_state_dict(torch_state(toy_task.load_model()[0]), strict=False)
-    parameters = {name for name, _ in model.named_parameters()}
-    missing = [k for k in result.missing_keys if k in parameters]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"the course's model does not fit this class: parameters missing {missing}, unexpected "
-                         f"{list(result.unexpected_keys)}. It needs embed, position, layers[l] (w_q ... b_o) and "
-                         "unembed (nn.Linear).")
-    return model
-
-
 def _collect_autograd(checks, fn):
     import torch
     model_class = getattr(fn, "__globals__", {}).get("AttentionOnlyTransformer")
@@ -999,16 +717,16 @@ CHAPTER = Chapter(
     questions=QUESTIONS,
     custom=(
         Custom("central_difference", "central_difference(f, xi, eps=1e-3) gives the analytic gradients of known "
-               "functions, with f scalar or array valued, and leaves xi unchanged.", _collect_difference,
-               _judge_difference, tracks=("numpy",)),
+               "functions, with f scalar or array valued, and leaves xi unchanged.", collect_central_difference,
+               judge_central_difference, tracks=("numpy",)),
         Custom("matches_autograd", "mask_gradients by central differences gives PyTorch's autograd gradients on "
                "the course's model.", _collect_matches_autograd, _judge_matches_autograd, tracks=("numpy",)),
         Custom("module", "MultiHeadAttention (chapter 4) computes the layer with its own parameters and a head mask.",
-               _collect_module, _judge_module, tracks=("torch",), target="module_class"),
+               collect_module, judge_module, tracks=("torch",), target="module_class"),
         Custom("per_example_mask", "MultiHeadAttention accepts a per-example head mask (B, H) as well as (H,).",
-               _collect_per_example, _judge_per_example, tracks=("torch",), target="module_class"),
+               collect_per_example, judge_per_example, tracks=("torch",), target="module_class"),
         Custom("model", "AttentionOnlyTransformer (chapter 6): logits, causal maps of every layer, a head mask, the "
-               "parameter count.", _collect_model, _judge_model, tracks=("torch",), target="model_class"),
+               "parameter count.", collect_model, judge_model, tracks=("torch",), target="model_class"),
         Custom("autograd_gradients", "mask_gradients(model, tokens, periods) by autograd through a per-example head "
                "mask gives the reference's (N, L, H) gradients on the course's model.", _collect_autograd,
                _judge_autograd, tracks=("torch",)),

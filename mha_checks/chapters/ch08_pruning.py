@@ -18,13 +18,8 @@ Pasted in from earlier chapters (0 points, checked again where a notebook pastes
 chapters 1, 3 and 4's building blocks, and chapter 7's ``masked_multi_head_attention``
 (NumPy, CuPy) and ``head_importance`` (every track).
 
-A pruned layer is a dict and a count, not an array, so these functions' checks call the
-student's function through a ``call`` that turns what comes back into the track's arrays
-(CuPy arrays in the CuPy notebook, tensors in PyTorch) in the student's process: each params
-entry (an absent bias as an empty array), the head count, and a code saying whether the input
-was left alone (0), its dict changed (1), its arrays written in place (2), or the result
-shares memory with it (3). A value of the student's that is not the track's array is passed
-on as it is, so that the engine's result check names it.
+A pruned layer is a dict and a count, not an array: how these functions' checks call the
+student's function and read what comes back is :mod:`mha_checks.kit.pruned`'s.
 
 In a notebook::
 
@@ -41,162 +36,16 @@ from .. import toy_task
 from ..cases import grouped_args
 from ..engine import (Chapter, Custom, FromRun, Function, Generated, Mistake, Question, describe_exception, fail,
                       judge_exception, shown_expected)
-from . import layers
+from ..kit import layers
+from ..kit.common import pasted_in
+from ..kit.models import small_model
+from ..kit.modules import collect_module_pruning, judge_module_pruning
+from ..kit.pruned import (BIASES, INPUT_MESSAGES, LAYER_OUTPUTS, MODEL_OUTPUTS, WEIGHTS, call_prune_heads,
+                          call_prune_model, described, flat_layer, flat_model, head_counts, head_pairs)
 from .ch01_single_head import CAUSAL_MASK, SCALED_DOT_PRODUCT_ATTENTION, SOFTMAX
 from .ch03_split_heads import SPLIT_HEADS
 from .ch04_concat_and_wo import MERGE_HEADS, MULTI_HEAD_ATTENTION
-from .ch06_what_heads_learn import small_model
 from .ch07_redundancy import HEAD_IMPORTANCE, MASKED_MULTI_HEAD_ATTENTION
-from .common import normal, pasted_in
-
-WEIGHTS = ("w_q", "w_k", "w_v", "w_o")
-BIASES = ("b_q", "b_k", "b_v", "b_o")
-SLICED = ("w_q", "w_k", "w_v", "b_q", "b_k", "b_v")   # a head's columns (entries, for a bias)
-LAYER_OUTPUTS = (*WEIGHTS, *BIASES, "n_heads", "input")
-
-UNTOUCHED, DICT_CHANGED, ARRAYS_CHANGED, SHARED = 0, 1, 2, 3
-INPUT_MESSAGES = {
-    DICT_CHANGED: "the input's dict was changed (an entry replaced, added or removed): build a new dict for the "
-                  "pruned layer and leave the one you were given as it was; the experiments prune the same "
-                  "layer several ways.",
-    ARRAYS_CHANGED: "the input's arrays were changed in place: the pruned layer is new arrays, and the layer you "
-                    "were given must stay as it was.",
-    SHARED: "the result shares memory with the input (the same arrays, or views of them): writing into the "
-            "pruned layer changes the full one. Return new arrays: indexing with the kept columns makes copies "
-            "(or call .copy() / .clone()), and a layer with nothing removed is a copy too.",
-}
-
-
-# --------------------------------------------------------------------------
-# Calling the student's function: a pruned layer as arrays
-# --------------------------------------------------------------------------
-
-def _described(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}: ({', '.join(type(v).__name__ for v in value)})"
-    return type(value).__name__
-
-
-def _snapshot(params: dict, backend) -> dict:
-    return {k: backend.to_numpy(v).copy() for k, v in params.items() if backend.is_native(v)}
-
-
-def _changed(params: dict, entries: dict, before: dict, backend) -> int:
-    """How the student's function left its input ``params`` (entries: the dict's values before the call)."""
-    if set(params) != set(entries) or any(params[k] is not v for k, v in entries.items()):
-        return DICT_CHANGED
-    if any(not np.array_equal(backend.to_numpy(params[k]), v) for k, v in before.items()):
-        return ARRAYS_CHANGED
-    return UNTOUCHED
-
-
-def _count(value, name: str = "prune_heads"):
-    """A head count (or a list of counts) as a NumPy integer array, converted to the track's array type with
-    the other outputs; its dtype and shape are judged by the validate hooks."""
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, (list, tuple)):
-        value = [v.item() if hasattr(v, "item") else v for v in value]
-    try:
-        array = np.asarray(value)
-    except Exception:
-        array = np.asarray(None)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must return new_n_heads as a number of heads (an int, or one int per layer); "
-                        f"it returned {_described(value)}")
-    return array
-
-
-def _layer_arrays(new: dict, name: str) -> tuple:
-    """The student's pruned params dict, after checking it is a dict with every weight matrix."""
-    if not isinstance(new, dict):
-        raise TypeError(f"{name} must return (new_params, new_n_heads) with new_params a dict; its first "
-                        f"element is {type(new).__name__}")
-    missing = [k for k in WEIGHTS if new.get(k) is None]
-    if missing:
-        raise KeyError(f"the pruned params returned by {name} have no {', '.join(missing)}: keep every weight "
-                       "matrix, sliced to the kept heads")
-    return new
-
-
-class _Theirs:
-    """A value the student returned that is not the track's array (a NumPy array in the CuPy notebook, a
-    list): passed on as it is, so that the engine's result check names its type."""
-
-    def __init__(self, value):
-        self.value = value
-
-
-def _copied(value, backend):
-    return backend.to_numpy(value).copy() if backend.is_native(value) else _Theirs(value)
-
-
-def _as_outputs(new: dict, backend) -> dict:
-    """A pruned layer's entries: the student's arrays as NumPy copies (anything else as ``_Theirs``);
-    a bias absent or None as an empty array of the weights' dtype."""
-    out = {}
-    dtype = None
-    for k in WEIGHTS:
-        out[k] = _copied(new[k], backend)
-        if dtype is None and isinstance(out[k], np.ndarray):
-            dtype = out[k].dtype
-    for k in BIASES:
-        value = new.get(k)
-        out[k] = np.zeros(0, dtype or np.float64) if value is None else _copied(value, backend)
-    return out
-
-
-def _write_into(arrays) -> None:
-    """Overwrite the student's returned arrays (the check's own copies of the case): an input that
-    changes with them shares memory with the result."""
-    for value in arrays:
-        try:
-            value[...] = 0
-        except Exception:  # a read-only array or a tensor that needs grad: nothing written, nothing learned
-            pass
-
-
-def _native(outputs: dict, backend) -> tuple:
-    """The outputs in the track's array type, as the engine's result check wants them (a CuPy array in the
-    CuPy track, a tensor in PyTorch): every NumPy array or NumPy scalar the call made (the copies of the
-    student's arrays, the head count, the input's status code) is converted; a ``_Theirs`` is handed back
-    unchanged, so that a wrong type is reported as the student's."""
-    converted = []
-    for value in outputs.values():
-        if isinstance(value, _Theirs):
-            converted.append(value.value)
-        else:
-            converted.append(backend.asarray(np.asarray(value)))
-    return tuple(converted)
-
-
-def _call_prune_heads(fn, args, kwargs, backend):
-    params, n_heads, heads = args[0], args[1], [int(h) for h in args[2]]
-    entries, before = dict(params), _snapshot(params, backend)
-    result = fn(params, n_heads, heads, **kwargs)
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"prune_heads must return the pair (new_params, new_n_heads); it returned {_described(result)}")
-    new, new_n = result
-    new = _layer_arrays(new, "prune_heads")
-    code = _changed(params, entries, before, backend)
-    outputs = _as_outputs(new, backend)
-    _write_into([v for k, v in new.items() if backend.is_native(v)])
-    if code == UNTOUCHED and _changed(params, entries, before, backend) != UNTOUCHED:
-        code = SHARED
-    outputs["n_heads"] = _count(new_n)
-    outputs["input"] = np.int64(code)
-    return _native(outputs, backend)
-
-
-def flat_layer(params: dict, n_heads) -> dict:
-    """A pruned layer as the check compares it (the reference's and the known mistakes')."""
-    dtype = params["w_q"].dtype
-    out = {k: np.asarray(params[k]) for k in WEIGHTS}
-    out.update({k: np.asarray(params[k]) if params.get(k) is not None else np.zeros(0, dtype) for k in BIASES})
-    out["n_heads"] = np.int64(n_heads)
-    out["input"] = np.int64(UNTOUCHED)
-    return out
-
 
 # --------------------------------------------------------------------------
 # prune_heads: cases, mistakes, properties
@@ -357,7 +206,7 @@ PRUNE_HEADS = Function(
     doc="prune_heads(params, n_heads, heads) -> (new_params, new_n_heads): the layer without the heads in heads "
         "(any order, a repeat counts once, maybe none): their columns of w_q, w_k, w_v, b_q, b_k, b_v and rows "
         "of w_o removed, b_o kept, an absent bias still absent; new arrays, the input unchanged.",
-    visible=prune_visible, hidden=prune_hidden, reference=_reference_prune, call=_call_prune_heads,
+    visible=prune_visible, hidden=prune_hidden, reference=_reference_prune, call=call_prune_heads,
     mistakes=(
         Mistake("strided", "you took every H-th column (h, h+H, ...) for a head; head h owns the block of "
                 "consecutive columns h*d_k:(h+1)*d_k of w_q, w_k, w_v (and rows of w_o), the layout split_heads "
@@ -375,98 +224,6 @@ PRUNE_HEADS = Function(
 # --------------------------------------------------------------------------
 # prune_model and pruned_forward: the chapter 6 model with heads removed
 # --------------------------------------------------------------------------
-
-MODEL_KEYS = ("embed", "position", "unembed", "b_unembed")
-MODEL_OUTPUTS = (*WEIGHTS, *BIASES, "n_heads", "rest", "input")
-
-
-def _pairs(heads) -> list:
-    return [(int(l), int(h)) for l, h in np.asarray(heads).reshape(-1, 2).tolist()]
-
-
-def _counts(n_heads):
-    """An int stays an int; a stored list of counts (an array) becomes a list of ints."""
-    if hasattr(n_heads, "ndim") and n_heads.ndim == 0:
-        return int(n_heads)
-    if isinstance(n_heads, (int, np.integer)):
-        return int(n_heads)
-    return [int(n) for n in n_heads]
-
-
-def _flat_model(model: dict, n_heads) -> dict:
-    """A model as the check compares it: the layers' arrays concatenated (w_q... along the heads' axis), the
-    head counts, the other arrays raveled one after another."""
-    layers_ = [flat_layer(p, 1) for p in model["layers"]]
-    out = {k: np.concatenate([l[k] for l in layers_], axis=1) for k in ("w_q", "w_k", "w_v")}
-    out["w_o"] = np.concatenate([l["w_o"] for l in layers_], axis=0)
-    out.update({k: np.concatenate([l[k] for l in layers_]) for k in BIASES})
-    L = len(model["layers"])
-    counts = np.asarray(n_heads if isinstance(n_heads, (list, tuple, np.ndarray)) else [n_heads] * L)
-    out["n_heads"] = counts.astype(np.int64)
-    out["rest"] = np.concatenate([np.asarray(model[k]).ravel() for k in MODEL_KEYS])
-    out["input"] = np.int64(UNTOUCHED)
-    return out
-
-
-def _model_entries(model):
-    return {"model": dict(model), "layers": list(model.get("layers", [])),
-            "layer_dicts": [dict(p) for p in model.get("layers", [])]}
-
-
-def _model_changed(model, entries, before, backend) -> int:
-    if set(model) != set(entries["model"]) or any(model[k] is not v for k, v in entries["model"].items()):
-        return DICT_CHANGED
-    if list(model["layers"]) != entries["layers"] or any(
-            p is not q for p, q in zip(model["layers"], entries["layers"])):
-        return DICT_CHANGED
-    for params, entries_l, before_l in zip(model["layers"], entries["layer_dicts"], before["layers"]):
-        code = _changed(params, entries_l, before_l, backend)
-        if code:
-            return code
-    if any(not np.array_equal(backend.to_numpy(model[k]), before["top"][k]) for k in before["top"]):
-        return ARRAYS_CHANGED
-    return UNTOUCHED
-
-
-def _call_prune_model(fn, args, kwargs, backend):
-    model, n_heads, heads = args[0], _counts(args[1]), _pairs(backend.to_numpy(args[2]))
-    entries = _model_entries(model)
-    before = {"layers": [_snapshot(p, backend) for p in model["layers"]],
-              "top": {k: backend.to_numpy(model[k]).copy() for k in MODEL_KEYS if backend.is_native(model.get(k))}}
-    result = fn(model, n_heads, heads, **kwargs)
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"prune_model must return the pair (new_model, new_n_heads); it returned {_described(result)}")
-    new, new_n = result
-    if not isinstance(new, dict) or not isinstance(new.get("layers"), (list, tuple)):
-        raise TypeError("prune_model must return (new_model, new_n_heads) with new_model a dict like the model, "
-                        f"its 'layers' a list; got {type(new).__name__}")
-    if len(new["layers"]) != len(model["layers"]):
-        raise ValueError(f"the pruned model has {len(new['layers'])} layers; the model has {len(model['layers'])}: "
-                         "pruning removes heads, never a layer (a layer with no head left is not a case here)")
-    code = _model_changed(model, entries, before, backend)
-    layer_outputs = [_as_outputs(_layer_arrays(p, "prune_model"), backend) for p in new["layers"]]
-    for k in MODEL_KEYS:
-        if not backend.is_native(new.get(k)):
-            raise TypeError(f"the pruned model's {k} is {type(new.get(k)).__name__}; keep the model's other arrays "
-                            "(embed, position, unembed, b_unembed) as they are")
-    rest = np.concatenate([backend.to_numpy(new[k]).ravel() for k in MODEL_KEYS])
-    _write_into([v for p in new["layers"] for v in p.values() if backend.is_native(v)])
-    if code == UNTOUCHED and _model_changed(model, entries, before, backend) != UNTOUCHED:
-        code = SHARED
-    for values in layer_outputs:
-        for k, v in values.items():
-            if isinstance(v, _Theirs):
-                raise TypeError(f"a pruned layer's {k} is {_described(v.value)}; this notebook works with "
-                                f"{backend.array_type_name}: return one (no conversion to or from other "
-                                "libraries)")
-    out = {k: np.concatenate([v[k] for v in layer_outputs], axis=1) for k in ("w_q", "w_k", "w_v")}
-    out["w_o"] = np.concatenate([v["w_o"] for v in layer_outputs], axis=0)
-    out.update({k: np.concatenate([v[k] for v in layer_outputs]) for k in BIASES})
-    out["n_heads"] = _count(new_n, "prune_model")
-    out["rest"] = rest
-    out["input"] = np.int64(code)
-    return _native(out, backend)
-
 
 def _course_model():
     model, n_heads = toy_task.load_model()
@@ -505,12 +262,12 @@ def prune_model_hidden(rng):
 
 
 def _prune_model(sol, model, n_heads, heads):
-    return _flat_model(*sol["prune_model"](model, _counts(n_heads), _pairs(heads)))
+    return flat_model(*sol["prune_model"](model, head_counts(n_heads), head_pairs(heads)))
 
 
 def _mistake_pairs_swapped(sol, model, n_heads, heads):
-    pairs = _pairs(heads)
-    counts = _counts(n_heads)
+    pairs = head_pairs(heads)
+    counts = head_counts(n_heads)
     L = len(model["layers"])
     if not pairs or any(h >= L or (l >= (counts if isinstance(counts, int) else counts[h])) for l, h in pairs):
         return None
@@ -520,8 +277,8 @@ def _mistake_pairs_swapped(sol, model, n_heads, heads):
 
 
 def _mistake_every_layer(sol, model, n_heads, heads):
-    pairs = _pairs(heads)
-    counts = _counts(n_heads)
+    pairs = head_pairs(heads)
+    counts = head_counts(n_heads)
     L = len(model["layers"])
     counts = [counts] * L if isinstance(counts, int) else counts
     spread = sorted({(l, h) for _, h in pairs for l in range(L)})
@@ -545,9 +302,9 @@ def _validate_prune_model(got, case):
              f"({L} here): after pruning, layers keep different numbers of heads.")
     want = case.expected["n_heads"]
     if not np.array_equal(count, want):
-        start = _counts(case.args["n_heads"])
+        start = head_counts(case.args["n_heads"])
         start = [start] * L if isinstance(start, int) else start
-        pairs = set(_pairs(case.args["heads"]))
+        pairs = set(head_pairs(case.args["heads"]))
         swapped = [start[l] - len({first for first, second in pairs if second == l}) for l in range(L)]
         if count.tolist() == swapped:
             fail(f"{case.describe()}: new_n_heads is {count.tolist()}{shown_expected(want.tolist())}: you read the pairs as "
@@ -573,7 +330,7 @@ PRUNE_MODEL = Function(
     doc="prune_model(model, n_heads, heads) -> (new_model, new_n_heads): the model of chapter 6 without the "
         "(layer, head) pairs in heads; n_heads an int (every layer) or a list (one per layer); new_n_heads a "
         "list, one count per layer; the model itself unchanged.",
-    visible=prune_model_visible, hidden=prune_model_hidden, reference=_prune_model, call=_call_prune_model,
+    visible=prune_model_visible, hidden=prune_model_hidden, reference=_prune_model, call=call_prune_model,
     mistakes=(
         Mistake("pairs_swapped", "you read the pairs as (head, layer); each pair in heads is (layer, head).",
                 _mistake_pairs_swapped),
@@ -631,11 +388,11 @@ def forward_hidden(rng):
 
 
 def _reference_forward(sol, tokens, model, n_heads):
-    return sol["pruned_forward"](tokens, model, _counts(n_heads))
+    return sol["pruned_forward"](tokens, model, head_counts(n_heads))
 
 
 def _mistake_first_count(sol, tokens, model, n_heads):
-    counts = _counts(n_heads)
+    counts = head_counts(n_heads)
     if isinstance(counts, int) or len(set(counts)) == 1:
         return None
     try:
@@ -661,7 +418,7 @@ PRUNED_FORWARD = Function(
 def _call_heads_to_prune(fn, args, kwargs, backend):
     result = fn(*args, **kwargs)
     if not isinstance(result, (list, tuple)) and not hasattr(result, "shape"):
-        raise TypeError(f"heads_to_prune must return a list of (layer, head) pairs; it returned {_described(result)}")
+        raise TypeError(f"heads_to_prune must return a list of (layer, head) pairs; it returned {described(result)}")
     pairs = []
     for pair in (result.tolist() if hasattr(result, "tolist") else result):
         pair = [p.item() if hasattr(p, "item") else p for p in pair]
@@ -764,108 +521,6 @@ HEADS_TO_PRUNE = Function(
 # --------------------------------------------------------------------------
 # PyTorch: MultiHeadAttention.prune_heads, hard-concrete gates
 # --------------------------------------------------------------------------
-
-MODULE_SHAPE = dict(d_model=10, n_heads=5, d_k=3)
-FIRST_PRUNE, SECOND_PRUNE = [3, 0], [2]           # the second in the pruned module's numbering
-
-
-def _collect_module_pruning(checks, module_class):
-    import torch
-    record = {}
-    d, H, d_k = MODULE_SHAPE["d_model"], MODULE_SHAPE["n_heads"], MODULE_SHAPE["d_k"]
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        try:
-            layer = module_class(d, H, d_k=d_k, bias=True).double()
-            with torch.no_grad():
-                for p in layer.parameters():
-                    p.normal_()
-            x = torch.randn(3, 6, d, dtype=torch.float64)
-            mask = torch.ones(6, 6, dtype=torch.bool).tril()
-            full = dict(layer.named_parameters())
-            record["before"] = {n: p.detach().numpy().copy() for n, p in full.items()}
-            keep = torch.ones(H, dtype=torch.float64)
-            keep[FIRST_PRUNE] = 0
-            with torch.no_grad():
-                record["masked"] = layer(x, mask, keep)[0].numpy().copy()
-                try:
-                    record["masked_per_example"] = layer(x, mask, keep.repeat(3, 1))[0].numpy().copy()
-                except Exception as exc:
-                    record["per_example_error"] = describe_exception(exc)["message"]
-            old_ids = {n: id(p) for n, p in full.items()}
-            returned = layer.prune_heads(list(FIRST_PRUNE))
-            record["returned_self"] = returned is layer or returned is None
-            record["n_heads_1"] = int(layer.n_heads)
-            named = dict(layer.named_parameters())
-            record["shapes_1"] = {n: list(p.shape) for n, p in named.items()}
-            record["new_parameters"] = all(id(p) != old_ids.get(n) for n, p in named.items())
-            record["all_parameters"] = all(isinstance(p, torch.nn.Parameter) for p in named.values())
-            with torch.no_grad():
-                record["pruned"] = layer(x, mask)[0].numpy().copy()
-                out, weights = layer(x, mask)
-                record["weights_1"] = list(weights.shape)
-                second_keep = torch.ones(layer.n_heads, dtype=torch.float64)
-                second_keep[SECOND_PRUNE] = 0
-                record["masked_2"] = layer(x, mask, second_keep)[0].numpy().copy()
-            layer.prune_heads(list(SECOND_PRUNE))
-            record["n_heads_2"] = int(layer.n_heads)
-            record["shapes_2"] = {n: list(p.shape) for n, p in layer.named_parameters()}
-            with torch.no_grad():
-                record["pruned_2"] = layer(x, mask)[0].numpy().copy()
-            out, _ = layer(x, mask)
-            out.pow(2).mean().backward()
-            record["grads"] = {n: (None if p.grad is None else float(p.grad.abs().sum()))
-                               for n, p in layer.named_parameters()}
-            record["after"] = {n: p.detach().numpy().copy() for n, p in layer.named_parameters()}
-        except Exception as exc:
-            record.update(describe_exception(exc))
-    return record
-
-
-def _judge_module_pruning(checks, record):
-    name = "MultiHeadAttention.prune_heads"
-    d, H, d_k = MODULE_SHAPE["d_model"], MODULE_SHAPE["n_heads"], MODULE_SHAPE["d_k"]
-    tol = dict(rtol=1e-9, atol=1e-12)
-    if "per_example_error" in record or (
-            "masked_per_example" in record and not np.allclose(record["masked_per_example"], record["masked"], **tol)):
-        fail("MultiHeadAttention.forward with a per-example head_mask of shape (B, H) gives another output than "
-             "the same mask of shape (H,): multiply the heads by head_mask[..., None, None] (with a batch axis "
-             "in front for a (B, H) mask), which broadcasts both over (B, H, T, d_k).")
-    if "n_heads_1" in record and record["n_heads_1"] != H - len(FIRST_PRUNE):
-        fail(f"after prune_heads({FIRST_PRUNE}) the module's n_heads is {record['n_heads_1']}, expected "
-             f"{H - len(FIRST_PRUNE)}: update self.n_heads, which forward uses to split the heads.")
-    if "raised" in record:
-        judge_exception(record, f"MultiHeadAttention({d}, {H}, d_k={d_k}).prune_heads({FIRST_PRUNE}), then "
-                        f"prune_heads({SECOND_PRUNE})", name)
-    kept = [h for h in range(H) if h not in FIRST_PRUNE]
-    width = len(kept) * d_k
-    expected = {n: ([d, width] if n in ("w_q", "w_k", "w_v") else [width, d] if n == "w_o"
-                    else [width] if n in ("b_q", "b_k", "b_v") else [d]) for n in record["before"]}
-    if record["shapes_1"] != expected:
-        fail(f"after prune_heads({FIRST_PRUNE}) the parameters have shapes {record['shapes_1']}; expected "
-             f"{expected}: the kept heads' columns of w_q, w_k, w_v and their biases, their rows of w_o, b_o whole.")
-    if not record["all_parameters"] or not record["new_parameters"]:
-        fail(f"{name}: replace each sliced entry with a new nn.Parameter (setattr(self, name, "
-             "nn.Parameter(sliced))), so that the module registers it, an optimizer built afterwards trains it, "
-             "and state_dict saves the pruned shapes.")
-    if not np.allclose(record["pruned"], record["masked"], **tol):
-        fail(f"the module after prune_heads({FIRST_PRUNE}) does not compute what the full module computes with "
-             f"those heads masked (head_mask 0 at {FIRST_PRUNE}): keep the kept heads' own weights, in their order.")
-    if record["weights_1"][1] != len(kept):
-        fail(f"after pruning, forward returns weights of shape {record['weights_1']}; the head axis must have the "
-             f"{len(kept)} heads left.")
-    if record["n_heads_2"] != len(kept) - len(SECOND_PRUNE) or not np.allclose(record["pruned_2"], record["masked_2"],
-                                                                                 **tol):
-        fail(f"pruning a second time (head {SECOND_PRUNE} of the {len(kept)} left) does not give the masked "
-             "module's output: the second call must read the module's current n_heads and d_k = w_q.shape[1] // "
-             "n_heads, not the sizes it was built with.")
-    missing = sorted(n for n, g in record["grads"].items() if not g)
-    if missing:
-        fail(f"after pruning, a backward pass gives no gradient to {missing}: the pruned module must still train "
-             "(new nn.Parameters that forward uses).")
-    return (f"\u2714 {name}: pruning {FIRST_PRUNE} and then {SECOND_PRUNE} gives new parameters of the kept heads, "
-            "the masked module's output each time, and a module that still trains.")
-
 
 def _collect_gates(checks, gates_class):
     import torch
@@ -1071,7 +726,7 @@ CHAPTER = Chapter(
     custom=(
         Custom("module_pruning", "MultiHeadAttention.prune_heads(heads) replaces the module's parameters with the kept "
                "heads' (new nn.Parameters), updates n_heads, gives the masked module's output, works twice in a row, "
-               "and the module still trains.", _collect_module_pruning, _judge_module_pruning, tracks=("torch",),
+               "and the module still trains.", collect_module_pruning, judge_module_pruning, tracks=("torch",),
                target="module_class"),
         Custom("gates", "HardConcreteGates(shape) (stretch): clamped stretched concrete samples in training, the "
                "expected L0 penalty, a deterministic gate at evaluation.", _collect_gates, _judge_gates,

@@ -12,7 +12,9 @@ allowed key, a batch as large as the number of heads, float32 and float64.
 The known mistakes are made by the reference solution on transformed
 parameters (a mistake in how heads are sliced or combined is the right layer
 with its weights moved), so they hold for the loop form, the batched form and
-any later function with the same signature.
+any later function with the same signature. A layer built on ``split_heads`` and
+``merge_heads`` inherits their known mistakes (``merge_heads``'s own are here too, so that
+chapter 4 declares them and every later layer inherits them from one place).
 """
 import math
 
@@ -242,6 +244,95 @@ def inherited_from_attention(name: str) -> tuple:
             Inherited(SDPA, "scale_by_d", scale_by_d, message=SCALE_BY_D),
             Inherited(SDPA, "mask_flipped", mask_flipped, message=MASK_FLIPPED),
             Inherited(SDPA, "mask_ignored", mask_ignored, message=MASK_IGNORED))
+
+
+# --------------------------------------------------------------------------
+# The building blocks' mistakes, seen through a whole layer
+# --------------------------------------------------------------------------
+
+def merge_no_transpose(sol, x):
+    """``x.reshape(B, T, H*d_k)`` straight from (B, H, T, d_k): the correct merge of a
+    tensor whose rows were shuffled the same way."""
+    B, H, T, d_k = x.shape
+    if H == 1 or T == 1:
+        return None
+    return sol["merge_heads"](np.ascontiguousarray(x.reshape(B, T, H, d_k).transpose(0, 2, 1, 3)))
+
+
+def merge_heads_reversed(sol, x):
+    return None if x.shape[1] == 1 else sol["merge_heads"](np.ascontiguousarray(x[:, ::-1]))
+
+
+def merge_interleaved(sol, x):
+    """Columns ordered feature-major (d*H + h) instead of head-major (h*d_k + d)."""
+    if x.shape[1] == 1 or x.shape[3] == 1:
+        return None
+    return sol["merge_heads"](np.ascontiguousarray(x.transpose(0, 3, 2, 1)))
+
+
+MERGE_NO_TRANSPOSE = ("the tokens are scrambled: a reshape of (B, H, T, d_k) straight to (B, T, H*d_k) mixes "
+                      "rows of different tokens. Move the head axis next to d_k first (swap axes 1 and 2), "
+                      "then reshape.")
+MERGE_REVERSED = "the heads are concatenated in reverse order: head 0 must fill columns 0 .. d_k-1."
+MERGE_INTERLEAVED = ("the columns are interleaved (feature d of head h landed at column d*H + h): the axes were "
+                     "put in the order (B, T, d_k, H) before the reshape; it must be (B, T, H, d_k), so that each "
+                     "head's d_k features stay side by side.")
+
+
+def with_wrong_merge(sol, x, params, n_heads, mask, wrong_merge):
+    """The layer whose merge step is ``wrong_merge`` (a merge_heads mistake above), every other step
+    right. The heads come from the reference layer with w_o = I and no b_o (its output is then the
+    concatenated heads); undoing that concatenation gives (B, H, T, d_k) to merge the wrong way."""
+    width = params["w_q"].shape[1]
+    eye = np.eye(width, dtype=params["w_o"].dtype)
+    concat, weights = sol["multi_head_attention"](x, changed(params, w_o=eye, b_o=None), n_heads, mask)
+    B, T = x.shape[:2]
+    heads = np.ascontiguousarray(concat.reshape(B, T, n_heads, width // n_heads).transpose(0, 2, 1, 3))
+    merged = wrong_merge(sol, heads)
+    if merged is None:
+        return None
+    out = merged @ params["w_o"]
+    if params.get("b_o") is not None:
+        out = out + params["b_o"]
+    return out, weights
+
+
+def inherited_from_split(name):
+    """A correct layer on top of a split_heads that gives head h every H-th feature (chapter 3's
+    "strided" mistake) is the right layer with the columns of w_q, w_k, w_v (and biases) reordered."""
+
+    def strided(sol, x, params, n_heads, mask=None):
+        if n_heads == 1 or params["w_q"].shape[1] // n_heads == 1:
+            return None
+        return sol[name](x, strided_columns(params, n_heads), n_heads, mask)
+
+    return (Inherited("split_heads", "strided", strided, message="split_heads gives head h every H-th feature "
+                      "(h, h+H, ...) instead of the block h*d_k:(h+1)*d_k."),)
+
+
+def inherited_from_merge(name):
+    """What a correct layer gives on top of a merge_heads with a known mistake. Reversed and
+    interleaved heads are the right layer with the rows of w_o moved; a merge without the transpose
+    scrambles tokens, which no weight change reproduces, so it is rebuilt from the reference's heads."""
+
+    def reversed_heads(sol, x, params, n_heads, mask=None):
+        if n_heads == 1:
+            return None
+        return sol[name](x, reversed_w_o_blocks(params, n_heads), n_heads, mask)
+
+    def interleaved(sol, x, params, n_heads, mask=None):
+        width = params["w_q"].shape[1]
+        if n_heads == 1 or width // n_heads == 1:
+            return None
+        order = head_column_order(width, n_heads, strided=True)
+        return sol[name](x, changed(params, w_o=np.ascontiguousarray(params["w_o"][order])), n_heads, mask)
+
+    def no_transpose(sol, x, params, n_heads, mask=None):
+        return with_wrong_merge(sol, x, params, n_heads, mask, merge_no_transpose)
+
+    return (Inherited("merge_heads", "heads_reversed", reversed_heads, message=MERGE_REVERSED),
+            Inherited("merge_heads", "interleaved", interleaved, message=MERGE_INTERLEAVED),
+            Inherited("merge_heads", "no_transpose", no_transpose, message=MERGE_NO_TRANSPOSE))
 
 
 # --------------------------------------------------------------------------

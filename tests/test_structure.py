@@ -207,14 +207,14 @@ def test_chapter_modules_depend_only_on_earlier_chapters_and_shared_modules():
     if upward:
         pytest.fail("chapter modules import chapters that are not earlier than themselves:\n  "
                     + "\n  ".join(imp.where() for imp in upward) + "\n"
-                    "A chapter builds on earlier chapters only. Move what both need into a shared module "
-                    "of mha_checks/chapters/ (beside layers.py), and import it from there.", pytrace=False)
+                    "A chapter builds on earlier chapters only. Move what both need into the shared kit "
+                    "(mha_checks/kit/), and import it from there.", pytrace=False)
 
 
 def test_the_graph_sees_the_imports_it_checks():
     """The rules above pass vacuously on an empty graph: make sure the walker finds known arrows."""
     edges = {(imp.importer, imp.target) for imp in import_graph()}
-    assert ("mha_checks.chapters.layers", "mha_checks.engine") in edges, "a relative import was missed"
+    assert ("mha_checks.kit.layers", "mha_checks.engine") in edges, "a relative import was missed"
     assert ("benchmarks.mha", "benchmarks.solutions") in edges, "an absolute import was missed"
     assert any(importer == "benchmarks.heads" and target.startswith("mha_checks.chapters.")
                for importer, target in edges), "an import of a chapter module was missed"

@@ -11,6 +11,7 @@ outputs are replaced by zeros with one spike, and by the solution's outputs scal
 miss), then judged as hidden cases. Each known-wrong implementation is judged on the hidden cases as
 well, in tests/test_checks.py, with the same scan of its message.
 """
+import functools
 import re
 
 import numpy as np
@@ -126,14 +127,9 @@ def cpu_function_checks():
     return params
 
 
-_NAMESPACES = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _definitions(assignment, notebook):
-    key = (assignment, notebook)
-    if key not in _NAMESPACES:
-        _NAMESPACES[key] = solution_namespace(solution_path(assignment, notebook), definitions_only=True)
-    return _NAMESPACES[key]
+    return solution_namespace(solution_path(assignment, notebook), definitions_only=True)
 
 
 @pytest.mark.parametrize("assignment, notebook, function", cpu_function_checks())
